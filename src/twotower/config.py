@@ -1,0 +1,299 @@
+"""Typed, strict experiment config loaded from TOML.
+
+Every section is a pydantic model with ``extra="forbid"``: an unknown or misspelt key is an error that
+names the key and the file, never a silent default. Relative paths in the file are resolved against the
+directory of the config file, so ``twotower run configs/x.toml`` works from any working directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Strict):
+    adapter: Literal["kuairand", "generic"] = "kuairand"
+    path: Path = Field(description="Directory (kuairand) or events file (generic); relative to the config file.")
+    items_path: Path | None = Field(default=None, description="generic only: optional items table.")
+    users_path: Path | None = Field(default=None, description="generic only: optional users table.")
+    include_random_logs: bool = Field(default=False, description="kuairand: also read log_random_*.csv.")
+    timezone: str = "Asia/Shanghai"
+    engine: Literal["duckdb", "spark"] = "duckdb"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class ClientFilter(Strict):
+    min_interactions: int = Field(4, ge=0)
+    max_interactions: int = Field(2000, ge=1)
+    min_positives: int = Field(1, ge=0)
+    min_negatives: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ClientFilter:
+        if self.min_interactions > self.max_interactions:
+            raise ValueError("min_interactions must not exceed max_interactions")
+        return self
+
+
+class ItemFilter(Strict):
+    min_interactions: int = Field(3, ge=0)
+
+
+class FilterConfig(Strict):
+    client: ClientFilter = ClientFilter()
+    item: ItemFilter = ItemFilter()
+
+
+Event = Literal["like", "share", "follow", "comment"]
+
+
+class LabelConfig(Strict):
+    """Positive label: ``fraction_watch > fraction_watch_above`` OR any of ``or_events``.
+
+    The seed: ``fraction_watch_above = 0.9``. The series' other criterion "like or share or
+    fraction_watch > 0.8": ``fraction_watch_above = 0.8, or_events = ["like", "share"]``.
+    """
+
+    fraction_watch_above: float | None = Field(0.9, ge=0.0)
+    or_events: tuple[Event, ...] = ()
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> LabelConfig:
+        if self.fraction_watch_above is None and not self.or_events:
+            raise ValueError("a label needs fraction_watch_above or at least one of or_events")
+        return self
+
+
+class SampleWeightConfig(Strict):
+    """``none``; ``sqrt_watch_seconds`` (positives weighted sqrt(seconds watched), capped); ``events``
+    (positives: watched 1.2, liked 1.5, shared 2.0, any two 2.5, all three 3.0; negatives 1.0)."""
+
+    mode: Literal["none", "sqrt_watch_seconds", "events"] = "none"
+    cap: float = Field(8.0, gt=0)
+
+
+class SamplingConfig(Strict):
+    positive: int = Field(5, ge=1)
+    negative: int = Field(5, ge=1)
+
+
+class HistoryConfig(Strict):
+    max_items: int = Field(100, ge=1)
+    lookback_days: int = Field(14, ge=1, description="Past days that feed history and base features.")
+
+
+class FeatureConfig(Strict):
+    """Base-feature settings (point-in-time, days before the row's day within the lookback)."""
+
+    smoothing: float = Field(20.0, ge=0, description="Pseudo-plays pulling positive rates to the global rate.")
+
+
+class BlipConfig(Strict):
+    checkpoint: Path = Field(description="Local directory with a BlipForImageTextRetrieval checkpoint.")
+    media_dir: Path | None = Field(default=None, description="Directory with <item_id>.mp4 / .jpg / .png.")
+    frames: int = Field(5, ge=1)
+    image_size: int = Field(224, ge=16)
+    combine: Literal["image", "text", "concat", "sum"] = "concat"
+    batch_size: int = Field(32, ge=1)
+    device: str = "auto"
+
+
+class E5Config(Strict):
+    fields: tuple[str, ...] = ("caption", "manual_cover_text")
+    batch_size: int = Field(64, ge=1)
+
+
+class MetadataEncoderConfig(Strict):
+    min_count: int = Field(5, ge=1, description="Author and music ids seen fewer times share one bucket.")
+
+
+class PrecomputedConfig(Strict):
+    path: Path
+
+
+class ContentConfig(Strict):
+    encoder: Literal["blip", "e5", "metadata", "precomputed"] = "metadata"
+    pca_components: int = Field(128, ge=1)
+    cache_dir: Path = Path("../cache/content")
+    blip: BlipConfig | None = None
+    e5: E5Config = E5Config()
+    metadata: MetadataEncoderConfig = MetadataEncoderConfig()
+    precomputed: PrecomputedConfig | None = None
+
+    @model_validator(mode="after")
+    def _encoder_section(self) -> ContentConfig:
+        if self.encoder == "blip" and self.blip is None:
+            raise ValueError("encoder 'blip' needs a [content.blip] section with its checkpoint")
+        if self.encoder == "precomputed" and self.precomputed is None:
+            raise ValueError("encoder 'precomputed' needs a [content.precomputed] section with its path")
+        return self
+
+
+UserFeature = Literal["pos_mean_hist_emb", "neg_mean_hist_emb", "context", "user_base", "user_static", "user_id"]
+ItemFeature = Literal["content", "item_base", "creator", "item_id"]
+
+
+class ModelConfig(Strict):
+    user_features: tuple[UserFeature, ...] = (
+        "pos_mean_hist_emb",
+        "neg_mean_hist_emb",
+        "context",
+        "user_base",
+        "user_static",
+    )
+    item_features: tuple[ItemFeature, ...] = ("content", "item_base", "creator")
+    item_bias: bool = True
+    hidden: tuple[int, ...] = (256, 128)
+    output_dim: int = Field(64, ge=1)
+    id_dim: int = Field(32, ge=1)
+    normalize: bool = False
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class TrainConfig(Strict):
+    batch_size: int = Field(1024, ge=1)
+    epochs: int = Field(10, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    patience: int = Field(2, ge=0)
+    device: str = "auto"
+
+
+class ExperimentConfig(Strict):
+    id: int
+    event_type: str = "played (p90)"
+    train_start: dt.date
+    train_end: dt.date
+    val_date: dt.date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ExperimentConfig:
+        if self.train_start > self.train_end:
+            raise ValueError(f"experiment {self.id}: train_start is after train_end")
+        if self.val_date <= self.train_end:
+            raise ValueError(f"experiment {self.id}: val_date must come after train_end")
+        return self
+
+    @property
+    def train_days(self) -> int:
+        return (self.train_end - self.train_start).days + 1
+
+
+class Config(Strict):
+    name: str
+    seed: int = 0
+    data: DataConfig
+    filters: FilterConfig = FilterConfig()
+    label: LabelConfig = LabelConfig()
+    sample_weight: SampleWeightConfig = SampleWeightConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    history: HistoryConfig = HistoryConfig()
+    features: FeatureConfig = FeatureConfig()
+    content: ContentConfig = ContentConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    experiments: Annotated[tuple[ExperimentConfig, ...], Field(min_length=1)]
+
+    @field_validator("experiments")
+    @classmethod
+    def _unique_ids(cls, value: tuple[ExperimentConfig, ...]) -> tuple[ExperimentConfig, ...]:
+        ids = [e.id for e in value]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"experiment ids must be unique, got {ids}")
+        return value
+
+    def experiment(self, experiment_id: int) -> ExperimentConfig:
+        for experiment in self.experiments:
+            if experiment.id == experiment_id:
+                return experiment
+        raise ConfigError(f"config {self.name!r} has no experiment {experiment_id}; it has {[e.id for e in self.experiments]}")
+
+
+_PATH_KEYS = (
+    ("data", "path"),
+    ("data", "items_path"),
+    ("data", "users_path"),
+    ("content", "cache_dir"),
+    ("content", "blip", "checkpoint"),
+    ("content", "blip", "media_dir"),
+    ("content", "precomputed", "path"),
+)
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    """Make relative paths in ``raw`` absolute against ``base`` (the config file's directory)."""
+    for keys in _PATH_KEYS:
+        node = raw
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+            path = Path(node[keys[-1]]).expanduser()
+            node[keys[-1]] = str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<top level>"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  unknown key '{key}' (check its spelling; see src/twotower/config.py)")
+        elif item["type"] == "missing":
+            lines.append(f"  missing key '{key}'")
+        else:
+            lines.append(f"  key '{key}': {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict, source: str = "<dict>", base: Path | None = None) -> Config:
+    """Validate a config dict; ``base`` resolves relative paths. Errors name ``source`` and the key."""
+    raw = copy.deepcopy(raw)
+    if base is not None:
+        _resolve_paths(raw, base)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def load_config(path: str | Path, data_path: str | Path | None = None) -> Config:
+    """Read a TOML config; ``data_path`` (e.g. from ``--data``) replaces ``data.path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    if data_path is not None:
+        raw.setdefault("data", {})["path"] = str(Path(data_path).expanduser().resolve())
+    return parse_config(raw, source=str(path), base=path.resolve().parent)
+
+
+def to_toml_dict(config: Config) -> dict:
+    """The resolved config as plain TOML-serialisable values (dates and paths as strings)."""
+    return config.model_dump(mode="json", exclude_none=True)
