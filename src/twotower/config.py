@@ -170,7 +170,12 @@ class ModelConfig(Strict):
     output_dim: int = Field(64, ge=1)
     id_dim: int = Field(32, ge=1)
     normalize: bool = False
+    temperature: float = Field(0.1, gt=0, description="With normalize: logit = cosine / temperature + bias.")
     dropout: float = Field(0.1, ge=0, lt=1)
+    context_dim: int = Field(8, ge=1, description="Embedding size of day of week and of hour of day.")
+    creator_id_embedding: bool = Field(True, description="'creator' group: also a creator id embedding.")
+    creator_min_count: int = Field(5, ge=1, description="Creators with fewer training rows share the rare bucket.")
+    max_history: int = Field(100, ge=1, description="History ids used per list (most recent first).")
 
 
 class TrainConfig(Strict):
@@ -180,6 +185,7 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     patience: int = Field(2, ge=0)
     device: str = "auto"
+    eval_batch_size: int = Field(8192, ge=1, description="Batch size for scoring the held-out day.")
 
 
 class ExperimentConfig(Strict):

@@ -1,0 +1,365 @@
+"""Feature space of the two-tower model: fitted on training rows, applied to any rows (scikit-learn style).
+
+``FeatureSpace.fit`` learns the id vocabularies (user, item, creator; index 0 = out of vocabulary or rare),
+the mean/std of every numeric group (after ``log1p`` for heavy-tailed counts) and the item ids of the content
+table. ``transform`` turns prepared rows (train.parquet / eval.parquet layout, see ``twotower.data.schema``)
+into an ``Encoded`` set of tensors, vectorised. Its state is plain lists/tensors so that it travels inside the
+checkpoint and loads with ``torch.load(weights_only=True)``.
+
+User side of a row: user_id, day, dow, hour, USER_BASE, static_* (joined from users.parquet by user_id) and
+the (user_id, day) history. Item side: item_id, creator_id, ITEM_BASE, CREATOR_BASE, the content vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from twotower.config import ModelConfig
+from twotower.data.schema import CREATOR_BASE, ITEM_BASE, USER_BASE
+
+# Counts and durations are heavy-tailed: log1p before standardising. Rates, means of fractions and flags are not.
+LOG1P = frozenset(
+    {
+        "user_plays",
+        "user_mean_watch_s",
+        "item_plays",
+        "item_likes",
+        "item_shares",
+        "item_age_days",
+        "item_duration_s",
+        "creator_plays",
+        "creator_likes",
+        "creator_shares",
+    }
+)
+HISTORY_COLUMNS = ("pos_items", "neg_items")
+
+
+def day_number(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Calendar days (date, datetime or string) as int64 days since 1970-01-01, so joins ignore dtypes."""
+    return pd.to_datetime(pd.Series(values)).to_numpy().astype("datetime64[D]").astype(np.int64)
+
+
+def list_column(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A column of int/float lists (numpy arrays, lists or Arrow lists) -> (flat values, offsets [n + 1])."""
+    arr = pa.array(values)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_fixed_size_list(arr.type):
+        arr = arr.cast(pa.list_(arr.type.value_type))
+    arr = arr.fill_null([])
+    flat = arr.flatten().to_numpy(zero_copy_only=False)
+    lengths = arr.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
+    return flat, np.concatenate([[0], np.cumsum(lengths)])
+
+
+@dataclass
+class IdVocab:
+    """Sorted known ids; id ``ids[i]`` -> index ``i + 1``, anything else -> 0 (unknown or rare)."""
+
+    ids: np.ndarray
+
+    @classmethod
+    def fit(cls, values: np.ndarray, min_count: int = 1) -> IdVocab:
+        uniq, counts = np.unique(np.asarray(values, dtype=np.int64), return_counts=True)
+        return cls(uniq[counts >= min_count])
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return pd.Index(self.ids).get_indexer(np.asarray(values, dtype=np.int64)).astype(np.int64) + 1
+
+    def __len__(self) -> int:
+        return len(self.ids) + 1  # with the out-of-vocabulary index 0
+
+
+@dataclass
+class NumericScaler:
+    """Standardise columns (optionally log1p'd first); NaN and missing values become 0, the training mean."""
+
+    columns: list[str]
+    log1p: list[bool]
+    mean: np.ndarray
+    std: np.ndarray
+
+    @staticmethod
+    def _raw(frame: pd.DataFrame, columns: list[str], log1p: list[bool]) -> np.ndarray:
+        x = np.array(frame[columns].to_numpy(dtype=np.float64, na_value=np.nan), copy=True)  # writable
+        x = x.reshape(len(frame), len(columns))
+        x[:, log1p] = np.log1p(np.clip(x[:, log1p], 0, None))
+        return x
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, columns: list[str], log1p: list[bool]) -> NumericScaler:
+        x = cls._raw(frame, columns, log1p)
+        with np.errstate(all="ignore"):
+            mean = np.nan_to_num(np.nanmean(x, axis=0)) if len(x) else np.zeros(len(columns))
+            std = np.nan_to_num(np.nanstd(x, axis=0)) if len(x) else np.ones(len(columns))
+        return cls(columns, log1p, mean, np.where(std > 1e-12, std, 1.0))
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """-> float32 [n_rows, n_columns]"""
+        x = (self._raw(frame, self.columns, self.log1p) - self.mean) / self.std
+        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+def _require(frame: pd.DataFrame, columns: tuple[str, ...] | list[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise KeyError(f"{what} needs columns {missing}; it has {list(frame.columns)}")
+
+
+class Encoded(torch.utils.data.Dataset):
+    """Encoded rows. ``columns``: per-row tensors [n]; ``pos_hist`` / ``neg_hist``: content-table rows of each
+    distinct (user, day) history, [n_histories, L] (0 = padding), gathered per batch through ``hist_row``.
+    ``self[idx]`` with a list/tensor of row indices returns a whole batch (use with a BatchSampler)."""
+
+    def __init__(self, columns: dict[str, torch.Tensor], pos_hist: torch.Tensor, neg_hist: torch.Tensor):
+        self.columns, self.pos_hist, self.neg_hist = columns, pos_hist, neg_hist
+
+    def __len__(self) -> int:
+        return len(self.columns["label"])
+
+    def __getitem__(self, idx) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        batch = {k: v[idx] for k, v in self.columns.items() if k != "hist_row"}
+        rows = self.columns["hist_row"][idx]
+        batch["pos_hist"] = self.pos_hist[rows].long()
+        batch["neg_hist"] = self.neg_hist[rows].long()
+        return batch
+
+
+class FeatureSpace:
+    """Vocabularies and scalers for the feature groups switched on in ``config`` (see module docstring)."""
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self.users = self.items = self.creators = self.content_ids = None
+        self.scalers: dict[str, NumericScaler] = {}
+        self.content_scale = 1.0
+        self.content_dim = 0
+
+    @property
+    def needs_content(self) -> bool:
+        uf = self.config.user_features
+        return (
+            "content" in self.config.item_features or "pos_mean_hist_emb" in uf or "neg_mean_hist_emb" in uf
+        )
+
+    # ---- fit ---------------------------------------------------------------------------------------
+    def fit(
+        self, rows: pd.DataFrame, users: pd.DataFrame | None = None, item_table: pd.DataFrame | None = None
+    ) -> FeatureSpace:
+        """Fit on training rows (train.parquet layout); ``users`` = users.parquet; ``item_table`` = item_id +
+        vector (the content table)."""
+        _require(rows, ("user_id", "item_id"), "training rows")
+        self.users = IdVocab.fit(rows["user_id"].to_numpy())
+        self.items = IdVocab.fit(rows["item_id"].to_numpy())
+        creators = rows["creator_id"].fillna(-1).to_numpy() if "creator_id" in rows else np.empty(0)
+        self.creators = IdVocab.fit(creators[creators >= 0], self.config.creator_min_count)
+        for group, columns in (("user_base", USER_BASE), ("item_base", ITEM_BASE), ("creator", CREATOR_BASE)):
+            if group in (*self.config.user_features, *self.config.item_features):
+                _require(rows, columns, f"feature group '{group}'")
+                self.scalers[group] = NumericScaler.fit(rows, list(columns), [c in LOG1P for c in columns])
+        if "user_static" in self.config.user_features:
+            if users is None:
+                raise ValueError("feature group 'user_static' needs the users table")
+            static = [
+                c
+                for c in users.columns
+                if c.startswith("static_") and pd.api.types.is_numeric_dtype(users[c])
+            ]
+            joined = self._join_static(rows, users, static)[0]
+            x = joined.to_numpy(dtype=np.float64, na_value=np.nan).reshape(len(joined), len(static))
+            with np.errstate(all="ignore"):
+                # Unknown-meaning static columns: log1p the non-negative ones with a long range (counts).
+                log1p = [
+                    bool(np.nanmin(c) >= 0 and np.nanmax(c) > 100) if np.isfinite(c).any() else False
+                    for c in x.T
+                ]
+            self.scalers["user_static"] = NumericScaler.fit(joined, static, log1p)
+        if self.needs_content:
+            if item_table is None:
+                raise ValueError("content / history features need the content item table (item_id, vector)")
+            _require(item_table, ("item_id", "vector"), "content item table")
+            self.content_ids = IdVocab(np.unique(item_table["item_id"].to_numpy(dtype=np.int64)))
+            vectors = self._vectors(item_table)
+            self.content_dim = vectors.shape[1]
+            # PCA components have arbitrary scale: divide by the root mean square entry so inputs are ~unit.
+            rms = float(np.sqrt(np.mean(vectors.astype(np.float64) ** 2))) if vectors.size else 1.0
+            self.content_scale = rms if rms > 1e-12 else 1.0
+        return self
+
+    @staticmethod
+    def _vectors(item_table: pd.DataFrame) -> np.ndarray:
+        flat, offsets = list_column(item_table["vector"])
+        dim = int(offsets[1] - offsets[0]) if len(item_table) else 0
+        if np.any(np.diff(offsets) != dim):
+            raise ValueError("content vectors must all have the same length")
+        return flat.astype(np.float32).reshape(len(item_table), dim)
+
+    def content_matrix(self, item_table: pd.DataFrame) -> torch.Tensor:
+        """Frozen content table in vocabulary order: [n_content + 1, dim], row 0 (padding) zeros."""
+        if self.content_ids is None:
+            return torch.zeros(1, 1)
+        table = torch.zeros(len(self.content_ids), self.content_dim)
+        rows = self.content_ids.transform(item_table["item_id"].to_numpy())
+        table[torch.as_tensor(rows)] = torch.as_tensor(self._vectors(item_table) / self.content_scale)
+        return table
+
+    @staticmethod
+    def _join_static(
+        rows: pd.DataFrame, users: pd.DataFrame, static: list[str]
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        users = users.drop_duplicates("user_id").set_index("user_id")
+        pos = users.index.get_indexer(rows["user_id"].to_numpy())
+        joined = users[static].iloc[np.clip(pos, 0, None)].reset_index(drop=True) if len(users) else None
+        if joined is None:
+            joined = pd.DataFrame(np.nan, index=range(len(rows)), columns=static)
+        joined.loc[pos < 0, static] = np.nan
+        return joined, (pos >= 0).astype(np.float32)
+
+    # ---- transform ---------------------------------------------------------------------------------
+    def transform(
+        self,
+        rows: pd.DataFrame,
+        history: pd.DataFrame | None = None,
+        users: pd.DataFrame | None = None,
+        side: str = "both",
+    ) -> Encoded:
+        """Rows (train/eval layout) + history.parquet + users.parquet -> ``Encoded``. ``label``/``weight``
+        default to 0/1 when absent (scoring). ``side`` = "user" or "item" encodes only that tower's inputs,
+        so rows need only that side's columns (embedding users or items for an index)."""
+        if side not in ("both", "user", "item"):
+            raise ValueError(f"side must be 'both', 'user' or 'item', not {side!r}")
+        n, user, item = len(rows), side != "item", side != "user"
+        cfg, t = self.config, torch.as_tensor
+        cols: dict[str, torch.Tensor] = {
+            "label": t(rows["label"].to_numpy(np.float32) if "label" in rows else np.zeros(n, np.float32)),
+            "weight": t(rows["weight"].to_numpy(np.float32) if "weight" in rows else np.ones(n, np.float32)),
+        }
+        if user:
+            _require(rows, ("user_id",), "user features")
+            cols["user_idx"] = t(self.users.transform(rows["user_id"].to_numpy()))
+        if item:
+            _require(rows, ("item_id",), "item features")
+            cols["item_idx"] = t(self.items.transform(rows["item_id"].to_numpy()))
+            creators = rows["creator_id"].fillna(-1).to_numpy() if "creator_id" in rows else np.full(n, -1)
+            cols["creator_idx"] = t(self.creators.transform(creators))
+        if user and "context" in cfg.user_features:
+            _require(rows, ("dow", "hour"), "feature group 'context'")
+            cols["dow"] = t(np.clip(rows["dow"].to_numpy(np.int64), 0, 6))
+            cols["hour"] = t(np.clip(rows["hour"].to_numpy(np.int64), 0, 23))
+        for group, scaler in self.scalers.items():
+            if (group in cfg.user_features and not user) or (group in cfg.item_features and not item):
+                continue
+            if group == "user_static":
+                if users is None:
+                    raise ValueError("feature group 'user_static' needs the users table")
+                joined, found = self._join_static(rows, users, scaler.columns)
+                cols["user_static"] = t(np.concatenate([scaler.transform(joined), found[:, None]], axis=1))
+            else:
+                _require(rows, scaler.columns, f"feature group '{group}'")
+                cols[group] = t(scaler.transform(rows))
+        if item and self.content_ids is not None:
+            cols["content_row"] = t(self.content_ids.transform(rows["item_id"].to_numpy()))
+        pos_hist, neg_hist, cols["hist_row"] = self._history(rows, history if user else None, user)
+        return Encoded(cols, pos_hist, neg_hist)
+
+    def _history(
+        self, rows: pd.DataFrame, history: pd.DataFrame | None, user: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Padded content-row matrices of the histories the rows need; history 0 is the empty one."""
+        uses = {"pos_mean_hist_emb", "neg_mean_hist_emb"} & set(self.config.user_features)
+        if not uses or not user:
+            empty = torch.zeros(1, 1, dtype=torch.int32)
+            return empty, empty, torch.zeros(len(rows), dtype=torch.long)
+        if history is None:
+            raise ValueError("history features need history.parquet (user_id, day, pos_items, neg_items)")
+        _require(rows, ("user_id", "day"), "history features")
+        _require(history, ("user_id", "day", *HISTORY_COLUMNS), "history table")
+        keys = pd.MultiIndex.from_arrays([history["user_id"].to_numpy(np.int64), day_number(history["day"])])
+        if not keys.is_unique:
+            raise ValueError("history.parquet has several rows for one (user_id, day)")
+        wanted = pd.MultiIndex.from_arrays([rows["user_id"].to_numpy(np.int64), day_number(rows["day"])])
+        found = keys.get_indexer(wanted)
+        # Keep only the histories these rows use, renumbered 1..k (0 = empty history, for rows without one).
+        needed = np.unique(found[found >= 0])
+        remap = np.zeros(len(history), dtype=np.int64)
+        remap[needed] = np.arange(1, len(needed) + 1)
+        hist_row = np.where(found >= 0, remap[np.clip(found, 0, None)], 0)
+        sub = history.iloc[needed]
+        mats = [self._pad(sub[c]) for c in HISTORY_COLUMNS]
+        return mats[0], mats[1], torch.as_tensor(hist_row)
+
+    def _pad(self, lists: pd.Series) -> torch.Tensor:
+        """Lists of item ids (most recent first) -> [k + 1, L] int32 content rows, 0 = padding/unknown item.
+        Unknown items are dropped before truncation, so each row holds the ``max_history`` latest known."""
+        flat, offsets = list_column(lists)
+        lengths = np.diff(offsets)
+        owner = np.repeat(np.arange(len(lists)), lengths)
+        content = self.content_ids.transform(flat.astype(np.int64)) if len(flat) else np.zeros(0, np.int64)
+        known = content > 0
+        owner, content = owner[known], content[known]
+        # position of each known item within its own list: running count per owner
+        starts = np.searchsorted(owner, np.arange(len(lists)))
+        position = np.arange(len(owner)) - starts[owner] if len(owner) else np.zeros(0, np.int64)
+        keep = position < self.config.max_history
+        width = max(1, int(position[keep].max()) + 1 if keep.any() else 1)
+        mat = np.zeros((len(lists) + 1, width), dtype=np.int32)
+        mat[owner[keep] + 1, position[keep]] = content[keep]
+        return torch.as_tensor(mat)
+
+    # ---- sizes and state -----------------------------------------------------------------------------
+    def dims(self) -> dict[str, int]:
+        """Sizes the model is built from."""
+        return {
+            "n_users": len(self.users),
+            "n_items": len(self.items),
+            "n_creators": len(self.creators),
+            "n_content": len(self.content_ids) if self.content_ids is not None else 1,
+            "content_dim": self.content_dim,
+            **{f"n_{g}": len(s.columns) + (g == "user_static") for g, s in self.scalers.items()},
+        }
+
+    def state_dict(self) -> dict:
+        """Plain lists and tensors only (loads with ``torch.load(weights_only=True)``)."""
+        vocab = {
+            k: torch.as_tensor(v.ids)
+            for k, v in (("users", self.users), ("items", self.items), ("creators", self.creators))
+        }
+        if self.content_ids is not None:
+            vocab["content_ids"] = torch.as_tensor(self.content_ids.ids)
+        scalers = {
+            g: {
+                "columns": list(s.columns),
+                "log1p": list(s.log1p),
+                "mean": torch.as_tensor(s.mean),
+                "std": torch.as_tensor(s.std),
+            }
+            for g, s in self.scalers.items()
+        }
+        return {
+            "vocab": vocab,
+            "scalers": scalers,
+            "content_scale": self.content_scale,
+            "content_dim": self.content_dim,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict, config: ModelConfig) -> FeatureSpace:
+        space = cls(config)
+        vocab = state["vocab"]
+        space.users, space.items, space.creators = (
+            IdVocab(vocab[k].numpy()) for k in ("users", "items", "creators")
+        )
+        space.content_ids = IdVocab(vocab["content_ids"].numpy()) if "content_ids" in vocab else None
+        space.scalers = {
+            g: NumericScaler(list(s["columns"]), list(s["log1p"]), s["mean"].numpy(), s["std"].numpy())
+            for g, s in state["scalers"].items()
+        }
+        space.content_scale, space.content_dim = float(state["content_scale"]), int(state["content_dim"])
+        return space
