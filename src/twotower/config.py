@@ -30,7 +30,15 @@ class DataConfig(Strict):
     items_path: Path | None = Field(default=None, description="generic only: optional items table.")
     users_path: Path | None = Field(default=None, description="generic only: optional users table.")
     include_random_logs: bool = Field(default=False, description="kuairand: also read log_random_*.csv.")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="generic only: canonical column name -> column name in your file."
+    )
     timezone: str = "Asia/Shanghai"
+    kuairand_day: Literal["time_ms", "date_column"] = Field(
+        default="time_ms",
+        description="kuairand: the day from time_ms in `timezone` (exact), or from the log's own `date` column, "
+        "which KuaiRand rounds to the nearest hour (plays after 23:30 fall on the next day).",
+    )
     engine: Literal["duckdb", "spark"] = "duckdb"
 
     @field_validator("timezone")
@@ -128,10 +136,13 @@ class E5Config(Strict):
 
 class MetadataEncoderConfig(Strict):
     min_count: int = Field(5, ge=1, description="Author and music ids seen fewer times share one bucket.")
+    rare_buckets: int = Field(32, ge=1, description="Hash buckets shared by rare author and music ids.")
+    duration_bins: int = Field(16, ge=1, description="Log-spaced duration bins (1 s .. 20 min), one-hot.")
 
 
 class PrecomputedConfig(Strict):
     path: Path
+    dim: int | None = Field(default=None, ge=1, description="Expected vector length; checked when given.")
 
 
 class ContentConfig(Strict):

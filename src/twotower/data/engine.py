@@ -1,0 +1,23 @@
+"""The relational engine: DuckDB (embedded) by default, Apache Spark for data beyond one machine.
+
+All relational steps are Ibis expressions, so the same code runs on either backend.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ibis
+
+
+def connect(engine: str = "duckdb", threads: int | None = None) -> ibis.BaseBackend:
+    """An Ibis backend. ``spark`` uses the active SparkSession (or starts a local one)."""
+    if engine == "duckdb":
+        return ibis.duckdb.connect(threads=threads or os.cpu_count() or 1)
+    if engine == "spark":
+        try:
+            from pyspark.sql import SparkSession
+        except ImportError as exc:  # pragma: no cover - depends on the optional extra
+            raise RuntimeError("engine 'spark' needs the spark extra: pip install 'twotower[spark]'") from exc
+        return ibis.pyspark.connect(SparkSession.builder.getOrCreate())
+    raise ValueError(f"unknown engine {engine!r} (expected 'duckdb' or 'spark')")

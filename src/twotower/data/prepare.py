@@ -1,0 +1,196 @@
+"""``prepare``: from raw logs to leakage-free training examples, history snapshots and the evaluation set.
+
+The flow, one function per step (each an Ibis expression, run on DuckDB or Spark)::
+
+    read → clean (invalid rows, exact duplicates) → local day/hour + label
+         → training window → item filter → client filter → 5:5 sampling + weights ─┐
+         → validation day → one row per (user, item) → users with both labels ──────┤
+                                  base features and history as of each row's day ──┴→ Parquet
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import ibis
+import ibis.expr.types as ir
+from tqdm.auto import tqdm
+
+from twotower.config import Config, ExperimentConfig
+from twotower.data.clean import add_local_time, canonical_events, clean_events, day_date, day_number
+from twotower.data.engine import connect
+from twotower.data.evalset import evaluable, played_rows
+from twotower.data.features import attach_features, global_priors, key_features
+from twotower.data.filters import filter_clients, filter_items
+from twotower.data.funnel import Funnel
+from twotower.data.history import history_snapshots
+from twotower.data.ingest import Source, read_source
+from twotower.data.sampling import sample_ratio, sample_weight
+from twotower.data.validate import DataError
+
+STEPS = ("read", "clean", "windows", "filters", "sampling", "evaluation set", "features", "history", "write")
+ITEM_KEEP = ("plays", "pos_rate", "mean_fraction", "likes", "shares")
+USER_KEEP = ("plays", "pos_rate", "mean_watch_s")
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    out_dir: Path
+    funnel: Funnel
+
+
+class _Progress:
+    """A progress bar over the named steps of ``prepare``."""
+
+    def __init__(self, enabled: bool, experiment: int) -> None:
+        self.bar = tqdm(total=len(STEPS), desc=f"prepare experiment {experiment}", disable=not enabled, unit="step")
+
+    def __call__(self, step: str) -> None:
+        self.bar.set_postfix_str(step)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def load_events(con: ibis.BaseBackend, cfg: Config, funnel: Funnel) -> tuple[ir.Table, Source]:
+    """Read the source, record the raw count, clean, add local time, label and creator; cached."""
+    source = read_source(con, cfg.data)
+    funnel.record("raw", source.events)
+    events = canonical_events(add_local_time(clean_events(source.events, funnel), cfg.data.timezone), cfg.label)
+    if source.items is not None:
+        creators = source.items.select("item_id", "creator_id")
+        events = events.left_join(creators, "item_id").drop("item_id_right")
+        events = events.mutate(creator_id=ibis.coalesce(events.creator_id, -1))
+    else:
+        events = events.mutate(creator_id=ibis.literal(-1, type="int64"))
+    events = events.cache()
+    funnel.record("cleaned (valid, deduplicated)", events)
+    return events, source
+
+
+def select_window(events: ir.Table, first: dt.date, last: dt.date, what: str) -> ir.Table:
+    """Rows of days first..last; an empty window stops with the requested and the present dates."""
+    window = events.filter(events.day_n.between(day_number(first), day_number(last)))
+    if window.count().execute() == 0:
+        days = events.day_n.to_pyarrow().unique().to_pylist()
+        present = f"{day_date(min(days))} .. {day_date(max(days))} ({len(days)} days)" if days else "none"
+        raise DataError(f"no events in the {what} {first} .. {last}; the data has days {present}")
+    return window
+
+
+def training_examples(train: ir.Table, cfg: Config, funnel: Funnel) -> tuple[ir.Table, ir.Table]:
+    """Filter (items, then clients) and sample; returns (filtered rows, sampled weighted examples)."""
+    items_kept = filter_items(train, cfg.filters)
+    funnel.record(f"item filter (>= {cfg.filters.item.min_interactions} plays)", items_kept)
+    client = cfg.filters.client
+    filtered = filter_clients(items_kept, cfg.filters).cache()
+    funnel.record(
+        f"client filter ({client.min_interactions}..{client.max_interactions} plays, "
+        f">= {client.min_positives} pos, >= {client.min_negatives} neg)",
+        filtered,
+    )
+    if filtered.count().execute() == 0:
+        raise DataError("no training rows are left after the item and client filters")
+    watched = filtered.fraction_watch > (cfg.label.fraction_watch_above or 0.0)
+    weighted = filtered.mutate(weight=sample_weight(filtered, cfg.sample_weight, watched).cast("float64"))
+    examples = sample_ratio(weighted, cfg.sampling, cfg.seed).cache()
+    funnel.record(f"sampled {cfg.sampling.positive}:{cfg.sampling.negative}", examples)
+    return filtered, examples
+
+
+def evaluation_set(val: ir.Table, filtered: ir.Table, funnel: Funnel) -> ir.Table:
+    """The validation day's played re-ranking rows, flagged when the item is unseen in training."""
+    rows, left_out = evaluable(played_rows(val))
+    seen = filtered.select("item_id").distinct().mutate(seen=ibis.literal(1))
+    rows = rows.left_join(seen, "item_id").drop("item_id_right")
+    rows = rows.mutate(unseen_item=rows.seen.isnull().cast("int8")).drop("seen").cache()
+    step = funnel.record("evaluation set (users with >= 1 pos and >= 1 neg)", rows)
+    unseen = rows.unseen_item.cast("float64").mean().execute() if step.rows else None
+    funnel.notes["evaluation users left out"] = left_out
+    funnel.notes["evaluation share of rows with items unseen in training"] = unseen
+    return rows
+
+
+def with_base_features(rows: ir.Table, events: ir.Table, items: ir.Table | None, cfg: Config, days: ir.Table) -> ir.Table:
+    """Attach user, item and creator base features as of each row's day, item age and duration."""
+    lookback, smoothing = cfg.history.lookback_days, cfg.features.smoothing
+    priors = global_priors(events, days, lookback).cache()
+    for key, prefix, keep in (("item_id", "item", ITEM_KEEP), ("creator_id", "creator", ITEM_KEEP), ("user_id", "user", USER_KEEP)):
+        features = key_features(events, key, prefix, days, priors, lookback, smoothing)
+        rows = attach_features(rows, features, key, prefix, priors, keep)
+    if items is not None:
+        upload = items.select("item_id", upload_day=items.upload_date.epoch_days())
+        rows = rows.left_join(upload, "item_id").drop("item_id_right")
+        rows = rows.mutate(item_age_days=ibis.coalesce(rows.day_n - rows.upload_day, -1).cast("float64")).drop("upload_day")
+    else:
+        rows = rows.mutate(item_age_days=ibis.literal(-1.0))
+    return rows.mutate(item_duration_s=rows.duration_ms / 1000.0)
+
+
+def item_table(events: ir.Table, items: ir.Table | None, filtered: ir.Table) -> ir.Table:
+    """Every item played in the experiment's days, with its side information and ``in_train``."""
+    played = events.select("item_id").distinct()
+    if items is not None:
+        played = played.left_join(items, "item_id").drop("item_id_right")
+    in_train = filtered.select("item_id").distinct().mutate(in_train=ibis.literal(True))
+    table = played.left_join(in_train, "item_id").drop("item_id_right")
+    return table.mutate(in_train=ibis.coalesce(table.in_train, False)).order_by("item_id")
+
+
+def _with_date(table: ir.Table) -> ir.Table:
+    return table.mutate(day=ibis.date(1970, 1, 1) + table.day_n.as_interval("D")).drop("day_n")
+
+
+def _fresh_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise DataError(f"{out_dir} already holds prepared data; choose another --out (results are never overwritten)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def prepare_experiment(
+    cfg: Config, exp: ExperimentConfig, out_dir: Path, overwrite: bool = False, progress: bool = True
+) -> PrepareResult:
+    """Write train/eval/history/items/users/popularity Parquet files and funnel.json into ``out_dir``."""
+    _fresh_dir(out_dir, overwrite)
+    step = _Progress(progress, exp.id)
+    funnel = Funnel()
+    con = connect(cfg.data.engine)
+    step("read")
+    events, source = load_events(con, cfg, funnel)
+    step("clean")
+    lookback_start = exp.train_start - dt.timedelta(days=cfg.history.lookback_days)
+    events = select_window(events, lookback_start, exp.val_date, "experiment's days (lookback included)").cache()
+    train = select_window(events, exp.train_start, exp.train_end, "training window")
+    val = select_window(events, exp.val_date, exp.val_date, "validation day")
+    funnel.record(f"training window {exp.train_start} .. {exp.train_end}", train)
+    popularity = train.group_by("item_id").aggregate(plays=train.count())
+    step("windows")
+    filtered, examples = training_examples(train, cfg, funnel)
+    step("filters")
+    step("sampling")
+    funnel.record(f"validation day {exp.val_date}", val)
+    eval_rows = evaluation_set(val, filtered, funnel)
+    step("evaluation set")
+    days = examples.select("day_n").union(eval_rows.select("day_n")).distinct().cache()
+    examples = with_base_features(examples.drop("fraction_watch", "watch_ms", "like", "share", "follow", "comment"), events, source.items, cfg, days)
+    eval_rows = with_base_features(eval_rows, events, source.items, cfg, days)
+    step("features")
+    needed = examples.select("user_id", "day_n").union(eval_rows.select("user_id", "day_n")).distinct()
+    item_watch = key_features(events, "item_id", "item", days, global_priors(events, days, cfg.history.lookback_days), cfg.history.lookback_days, cfg.features.smoothing)
+    history = history_snapshots(events, needed, item_watch.select("item_id", "day_n", "item_mean_watch_s"), cfg.history.lookback_days, cfg.history.max_items)
+    step("history")
+    _with_date(examples).order_by(["day", "user_id", "ts_ms", "item_id"]).to_parquet(out_dir / "train.parquet")
+    _with_date(eval_rows).order_by(["user_id", "item_id"]).to_parquet(out_dir / "eval.parquet")
+    _with_date(history).order_by(["day", "user_id"]).to_parquet(out_dir / "history.parquet")
+    item_table(events, source.items, filtered).to_parquet(out_dir / "items.parquet")
+    if source.users is not None:
+        source.users.order_by("user_id").to_parquet(out_dir / "users.parquet")
+    popularity.order_by("item_id").to_parquet(out_dir / "popularity.parquet")
+    funnel.notes["sources"] = list(source.files)
+    funnel.write(out_dir / "funnel.json")
+    step("write")
+    step.close()
+    return PrepareResult(out_dir, funnel)
