@@ -1,0 +1,95 @@
+"""The content-encoder interface and the registry that builds an encoder from the config.
+
+An encoder turns the canonical items table (``twotower.data.schema``: one row per item) into a float32
+matrix with one row per item, in the table's order. Encoders that learn something from the items (the
+``metadata`` vocabulary) do it in :meth:`Encoder.fit`, which the pipeline calls with the training window's
+items only. ``cache_key`` names the encoder's version (checkpoint, settings, fitted vocabulary) for the
+on-disk cache; ``None`` means the vectors are cheap or already on disk and are not cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from twotower.config import ContentConfig
+
+
+@dataclass
+class Encoded:
+    """Vectors for ``n`` items: ``vectors`` (n, dim) float32; ``has_content`` (n,) bool.
+
+    Items without any content (no caption, no media, no precomputed vector) get a zero row and
+    ``has_content = False``; the pipeline leaves them out of the PCA fit and maps them to the origin.
+    """
+
+    vectors: np.ndarray
+    has_content: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
+        self.has_content = np.asarray(self.has_content, dtype=bool)
+        if self.vectors.ndim != 2 or self.has_content.shape != (self.vectors.shape[0],):
+            raise ValueError(f"bad encoder output shapes {self.vectors.shape} and {self.has_content.shape}")
+
+
+class Encoder:
+    """Base class: ``fit`` (optional), ``cache_key``, ``encode``; ``name`` identifies it in the cache."""
+
+    name: str = "encoder"
+
+    def fit(self, items: pd.DataFrame) -> Encoder:
+        """Learn from the training window's items (default: nothing to learn)."""
+        return self
+
+    def cache_key(self) -> str | None:
+        """A string that changes whenever the same item would get a different vector; None: no cache."""
+        return None
+
+    def encode(self, items: pd.DataFrame, progress: bool = True) -> Encoded:
+        """Encode ``len(items)`` items into an :class:`Encoded` with one row per item, in order."""
+        raise NotImplementedError
+
+
+def make_encoder(content: ContentConfig) -> Encoder:
+    """Build the encoder named by ``content.encoder`` from its config section."""
+    if content.encoder == "blip":
+        from twotower.content.blip import BlipEncoder
+
+        assert content.blip is not None  # guaranteed by ContentConfig's validator
+        return BlipEncoder(content.blip)
+    if content.encoder == "e5":
+        from twotower.content.e5 import E5Encoder
+
+        return E5Encoder(content.e5)
+    if content.encoder == "metadata":
+        from twotower.content.metadata import MetadataEncoder
+
+        return MetadataEncoder(content.metadata)
+    if content.encoder == "precomputed":
+        from twotower.content.precomputed import PrecomputedEncoder
+
+        assert content.precomputed is not None
+        return PrecomputedEncoder(content.precomputed)
+    raise ValueError(f"unknown content encoder {content.encoder!r}")
+
+
+def text_of(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str]:
+    """Per item, the non-empty values of ``fields`` joined by a newline ('' when all are missing).
+
+    ``manual_cover_text`` (KuaiRec's name) is read from the canonical ``cover_text`` column when the table
+    has no column of that name. Missing columns are treated as empty.
+    """
+    parts: list[pd.Series] = []
+    for field in fields:
+        column = field if field in items.columns else {"manual_cover_text": "cover_text"}.get(field, field)
+        if column in items.columns:
+            parts.append(items[column].astype("string").fillna("").str.strip())
+    if not parts:
+        return [""] * len(items)
+    texts = []
+    for values in zip(*(p.tolist() for p in parts), strict=True):
+        texts.append("\n".join(v for v in values if v))
+    return texts

@@ -1,0 +1,131 @@
+"""Content pipeline: encode every item (with the cache), fit PCA on the training window, write the table.
+
+``build_item_table`` is the library function; ``embed_command`` is what ``twotower embed`` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from twotower.config import Config
+from twotower.content.cache import encode_with_cache
+from twotower.content.encoders import make_encoder
+from twotower.content.pca import ContentPCA
+
+METADATA_NOTE = (
+    "content vectors come from the 'metadata' encoder (the item's own side information: tags, categories, "
+    "creator, music, duration, aspect ratio) as a stand-in for BLIP video embeddings; this data set has no "
+    "captions, covers or video files"
+)
+
+
+def build_item_table(
+    config: Config, items: pd.DataFrame, train_item_ids: np.ndarray, progress: bool = True
+) -> tuple[pd.DataFrame, dict]:
+    """Encode ``items`` (canonical items table, n rows) and reduce them with PCA fitted on ``train_item_ids``.
+
+    Returns a DataFrame with ``item_id`` (int64) and ``vector`` (float32 array of length
+    ``config.content.pca_components`` per row), in the order of ``items``, and a report dict.
+    """
+    content = config.content
+    if "item_id" not in items.columns:
+        raise ValueError("the items table has no 'item_id' column")
+    item_ids = items["item_id"].to_numpy(dtype=np.int64)
+    if len(np.unique(item_ids)) != len(item_ids):
+        raise ValueError("the items table has duplicate item ids")
+    is_train = np.isin(item_ids, np.asarray(train_item_ids, dtype=np.int64))
+
+    started = time.perf_counter()
+    encoder = make_encoder(content)
+    encoder.fit(items.iloc[np.flatnonzero(is_train)])
+    encoded, cache_stats = encode_with_cache(encoder, items, content.cache_dir, progress=progress)
+    encode_seconds = time.perf_counter() - started
+
+    fit_rows = is_train & encoded.has_content
+    pca = ContentPCA.fit(encoded.vectors[fit_rows], content.pca_components, seed=config.seed)
+    reduced = pca.transform(encoded.vectors, encoded.has_content)
+
+    table = pd.DataFrame({"item_id": item_ids, "vector": list(reduced)})
+    without = item_ids[~encoded.has_content]
+    report = {
+        "encoder": content.encoder,
+        "encoder_version": encoder.cache_key(),
+        "input_dim": int(encoded.vectors.shape[1]),
+        "pca_components": content.pca_components,
+        "explained_variance_ratio_total": pca.explained_variance_total,
+        "explained_variance_ratio_first_10": [round(float(v), 6) for v in pca.explained_variance_ratio[:10]],
+        "items": len(items),
+        "train_items": int(is_train.sum()),
+        "pca_fit_items": int(fit_rows.sum()),
+        "items_without_content": int(len(without)),
+        "items_without_content_examples": without[:10].tolist(),
+        "cache_hits": cache_stats["hits"],
+        "cache_misses": cache_stats["misses"],
+        "cache_dir": cache_stats["cache_dir"],
+        "encode_seconds": round(encode_seconds, 3),
+    }
+    if content.encoder == "metadata":
+        report["note"] = METADATA_NOTE
+    return table, report
+
+
+def write_item_table(table: pd.DataFrame, path: Path) -> None:
+    """Write ``item_id`` int64 and ``vector`` as a fixed-size list of float32 to Parquet."""
+    vectors = (
+        np.stack(table["vector"].to_list()).astype(np.float32) if len(table) else np.zeros((0, 0), np.float32)
+    )
+    dim = vectors.shape[1]
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim)
+    arrow = pa.table({"item_id": pa.array(table["item_id"].to_numpy(dtype=np.int64)), "vector": column})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(arrow, path)
+
+
+def read_item_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``(item_id (n,) int64, vectors (n, k) float32)`` written by :func:`write_item_table`."""
+    table = pq.read_table(path)
+    ids = table.column("item_id").to_numpy()
+    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return ids.astype(np.int64), flat.astype(np.float32).reshape(len(ids), -1)
+
+
+def embed_command(config: Config, experiment_id: int | None, out: Path | None) -> None:
+    """``twotower embed``: for each experiment, read ``prepared/<name>/experiment_<id>/items.parquet``
+    and write ``item_embeddings.parquet`` and ``item_embeddings.json`` (the report) into ``out`` (or the
+    prepared directory; with several experiments and ``--out``, into ``out/experiment_<id>``)."""
+    experiments = (
+        [config.experiment(experiment_id)] if experiment_id is not None else list(config.experiments)
+    )
+    for experiment in experiments:
+        prepared = Path("prepared") / config.name / f"experiment_{experiment.id}"
+        items_path = prepared / "items.parquet"
+        if not items_path.is_file():
+            raise ValueError(
+                f"{items_path} not found: run `twotower prepare CONFIG --experiment {experiment.id}` first"
+            )
+        items = pd.read_parquet(items_path)
+        if "in_train" not in items.columns:
+            raise ValueError(f"{items_path} has no 'in_train' column; re-run `twotower prepare`")
+        train_ids = items.loc[items["in_train"].astype(bool), "item_id"].to_numpy(dtype=np.int64)
+        table, report = build_item_table(config, items, train_ids)
+        if out is None:
+            target = prepared
+        else:
+            target = Path(out) if len(experiments) == 1 else Path(out) / f"experiment_{experiment.id}"
+        report["experiment"] = experiment.id
+        write_item_table(table, target / "item_embeddings.parquet")
+        (target / "item_embeddings.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(
+            f"experiment {experiment.id}: {len(table)} items, {report['encoder']} ({report['input_dim']}-d) -> "
+            f"PCA {report['pca_components']} (explained variance {report['explained_variance_ratio_total']:.3f}); "
+            f"wrote {target / 'item_embeddings.parquet'}"
+        )
+        if "note" in report:
+            print(f"note: {report['note']}")

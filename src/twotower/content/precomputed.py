@@ -1,0 +1,103 @@
+"""``precomputed``: item vectors made elsewhere, read from a Parquet or NumPy file.
+
+Accepted files:
+
+- Parquet with columns ``item_id`` (integer) and ``vector`` (a list of numbers per row, all the same length);
+- NumPy ``.npz`` with arrays ``item_id`` (n,) and ``vector`` (n, d).
+
+Checks, each a ``ValueError`` that names the file: missing columns or arrays, vectors of different lengths,
+a length other than the configured ``dim``, NaN or infinite values, duplicate item ids, and no vector at all
+for the items asked for. Items without a vector get a zero row and ``has_content = False``; their number
+and a few of their ids are in :attr:`PrecomputedEncoder.last_missing` and the pipeline's report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from twotower.config import PrecomputedConfig
+from twotower.content.encoders import Encoded, Encoder
+
+
+def read_vectors(path: Path, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check ``(item_id (n,) int64, vectors (n, d) float32)`` from a Parquet or .npz file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"precomputed vectors file not found: {path}")
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        missing = {"item_id", "vector"} - set(table.column_names)
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {sorted(missing)}; it has {table.column_names}")
+        ids = table.column("item_id").to_numpy()
+        rows = table.column("vector").to_pylist()
+        if any(r is None for r in rows):
+            raise ValueError(f"{path}: {sum(r is None for r in rows)} row(s) have a null vector")
+        lengths = {len(r) for r in rows}
+        if len(lengths) > 1:
+            raise ValueError(f"{path}: vectors have different lengths {sorted(lengths)[:10]}")
+        vectors = np.asarray(rows, dtype=np.float64).reshape(len(rows), lengths.pop() if lengths else 0)
+    elif path.suffix == ".npz":
+        with np.load(path) as data:
+            missing = {"item_id", "vector"} - set(data.files)
+            if missing:
+                raise ValueError(f"{path}: missing array(s) {sorted(missing)}; it has {data.files}")
+            ids, vectors = data["item_id"], np.asarray(data["vector"], dtype=np.float64)
+        if vectors.ndim != 2 or len(vectors) != len(ids):
+            raise ValueError(
+                f"{path}: 'vector' must have shape (n, d) with n = len(item_id) = {len(ids)}; got {vectors.shape}"
+            )
+    else:
+        raise ValueError(
+            f"{path}: unsupported file type {path.suffix!r}; use .parquet (item_id, vector) or .npz"
+        )
+
+    if not np.issubdtype(np.asarray(ids).dtype, np.integer):
+        raise ValueError(f"{path}: item_id must be integers, got {np.asarray(ids).dtype}")
+    ids = np.asarray(ids, dtype=np.int64)
+    if dim is not None and vectors.shape[1] != dim:
+        raise ValueError(f"{path}: vectors have {vectors.shape[1]} dimensions, the config expects {dim}")
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{path}: {int(bad.sum())} vector(s) contain NaN or infinite values, e.g. item ids {ids[bad][:5].tolist()}"
+        )
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"{path}: duplicate item ids, e.g. {unique[counts > 1][:5].tolist()}")
+    return ids, vectors.astype(np.float32)
+
+
+class PrecomputedEncoder(Encoder):
+    """Look up each item's vector in the file; (n, d) float32, zero rows for items without one."""
+
+    name = "precomputed"
+
+    def __init__(self, config: PrecomputedConfig) -> None:
+        self.config = config
+        self._data: tuple[np.ndarray, np.ndarray] | None = None
+        self.last_missing: dict = {"count": 0, "examples": []}
+
+    def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._data is None:
+            self._data = read_vectors(self.config.path, self.config.dim)
+        return self._data
+
+    def encode(self, items: pd.DataFrame, progress: bool = True) -> Encoded:
+        ids, vectors = self._vectors()
+        wanted = items["item_id"].to_numpy(dtype=np.int64)
+        positions = pd.Index(ids).get_indexer(wanted)
+        found = positions >= 0
+        if len(wanted) and not found.any():
+            raise ValueError(
+                f"{self.config.path}: none of the {len(wanted)} items has a vector "
+                f"(items e.g. {wanted[:5].tolist()}, file ids e.g. {ids[:5].tolist()})"
+            )
+        out = np.zeros((len(wanted), vectors.shape[1]), dtype=np.float32)
+        out[found] = vectors[positions[found]]
+        self.last_missing = {"count": int((~found).sum()), "examples": wanted[~found][:10].tolist()}
+        return Encoded(out, found)
