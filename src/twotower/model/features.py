@@ -50,6 +50,8 @@ def list_column(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     arr = pa.array(values)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
+    if pa.types.is_null(arr.type):  # empty or all-null column: no values at all
+        return np.zeros(0, np.int64), np.zeros(len(arr) + 1, np.int64)
     if pa.types.is_fixed_size_list(arr.type):
         arr = arr.cast(pa.list_(arr.type.value_type))
     arr = arr.fill_null([])
