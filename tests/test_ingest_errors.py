@@ -1,0 +1,93 @@
+"""Bad input stops with a message naming the file and the column; invalid rows are dropped and counted."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tests.tinylog import events_frame, tiny_config_dict, write_tiny_log
+from twotower.config import parse_config
+from twotower.data.engine import connect
+from twotower.data.funnel import Funnel
+from twotower.data.prepare import load_events, prepare_experiment
+from twotower.data.validate import DataError
+
+
+def _load(tmp_path, frame: pd.DataFrame, name: str = "events.parquet", **data):
+    path = tmp_path / name
+    frame.to_csv(path, index=False) if name.endswith(".csv") else frame.to_parquet(path, index=False)
+    raw = tiny_config_dict(path, tmp_path / "unused")
+    raw["data"] = {"adapter": "generic", "path": str(path), **data}
+    funnel = Funnel()
+    events, _ = load_events(connect(), parse_config(raw), funnel)
+    return events, funnel, path
+
+
+def test_missing_column_names_file_and_column(tmp_path):
+    with pytest.raises(DataError) as err:
+        _load(tmp_path, events_frame().drop(columns=["watch_seconds"]))
+    assert "events.parquet" in str(err.value) and "missing column(s) watch_seconds" in str(err.value)
+
+
+def test_wrong_type_names_file_and_column(tmp_path):
+    frame = events_frame().assign(user_id=lambda f: "u" + f.user_id.astype(str))
+    with pytest.raises(DataError, match=r"events.parquet: column 'user_id' has type string, expected integer"):
+        _load(tmp_path, frame)
+
+
+def test_unparsable_timestamp(tmp_path):
+    frame = events_frame()
+    frame.loc[3, "timestamp"] = "yesterday at noon"
+    with pytest.raises(DataError, match=r"events.csv: column 'timestamp' has 1 value\(s\) that are missing or not a UTC timestamp"):
+        _load(tmp_path, frame, name="events.csv")
+
+
+def test_invalid_rows_are_dropped_and_counted(tmp_path):
+    frame = events_frame()
+    frame.loc[0, "watch_seconds"] = -1.0
+    frame.loc[1, "duration_seconds"] = 0.0
+    frame.loc[2, "duration_seconds"] = -5.0
+    events, funnel, _ = _load(tmp_path, frame)
+    assert funnel.drops == {
+        "missing user_id, item_id or timestamp": 0,
+        "duration <= 0 or missing": 3,  # two above plus the log's own zero-duration row
+        "watch time < 0 or missing": 1,
+        "exact duplicate": 1,
+    }
+    assert events.count().execute() == len(frame) - 5
+    assert not events.fraction_watch.isinf().any().execute()
+
+
+def test_column_mapping_for_a_teams_own_names(tmp_path):
+    frame = events_frame().rename(columns={"user_id": "uid", "watch_seconds": "play_s"})
+    events, _, _ = _load(tmp_path, frame, columns={"user_id": "uid", "watch_seconds": "play_s"})
+    assert events.count().execute() == len(frame) - 2
+
+
+def test_kuairand_errors(tmp_path):
+    raw = tiny_config_dict(tmp_path, tmp_path)
+    raw["data"] = {"adapter": "kuairand", "path": str(tmp_path / "nowhere")}
+    cfg = parse_config(raw)
+    with pytest.raises(DataError, match="does not exist. KuaiRand-Pure is at"):
+        prepare_experiment(cfg, cfg.experiments[0], tmp_path / "out1", progress=False)
+    raw["data"]["path"] = str(tmp_path)
+    cfg = parse_config(raw)
+    with pytest.raises(DataError, match="no log_standard_\\*.csv file"):
+        prepare_experiment(cfg, cfg.experiments[0], tmp_path / "out2", progress=False)
+    log = pd.DataFrame({"user_id": [1], "video_id": [2], "time_ms": [0], "play_time_ms": [1], "duration_ms": ["ten"],
+                        "is_like": [0], "is_forward": [0], "is_follow": [0], "is_comment": [0]})
+    log.to_csv(tmp_path / "log_standard_x.csv", index=False)
+    with pytest.raises(DataError, match=r"log_standard_x.csv: column 'duration_ms' has type string, expected number"):
+        prepare_experiment(cfg, cfg.experiments[0], tmp_path / "out3", progress=False)
+    log.drop(columns=["is_like"]).to_csv(tmp_path / "log_standard_x.csv", index=False)
+    with pytest.raises(DataError, match=r"log_standard_x.csv: missing column\(s\) is_like"):
+        prepare_experiment(cfg, cfg.experiments[0], tmp_path / "out4", progress=False)
+
+
+def test_items_table_wrong_type(tmp_path):
+    events, _ = write_tiny_log(tmp_path)
+    items = tmp_path / "bad_items.parquet"
+    pd.DataFrame({"item_id": [10], "creator_id": ["alice"]}).to_parquet(items)
+    cfg = parse_config(tiny_config_dict(events, items))
+    with pytest.raises(DataError, match=r"bad_items.parquet: column 'creator_id' has type string, expected integer"):
+        prepare_experiment(cfg, cfg.experiments[0], tmp_path / "out", progress=False)
