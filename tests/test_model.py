@@ -145,6 +145,8 @@ def test_numeric_features_are_log1p_standardised_on_training_rows(data):
     np.testing.assert_allclose(
         x[:, plays], (expected - expected.mean()) / expected.std(ddof=0), rtol=1e-4, atol=1e-5
     )
+    unknown_age = data["train"].head(2).assign(item_age_days=-1.0)  # the pipeline's "no upload date"
+    assert (space.transform(unknown_age).columns["item_base"][:, ITEM_BASE.index("item_age_days")] == 0).all()
     user = space.transform(data["train"]).columns["user_base"].numpy()
     assert np.isfinite(user).all() and user[0, USER_BASE.index("user_pos_rate")] == 0  # NaN -> training mean
 
@@ -221,12 +223,12 @@ def test_tiny_batch_is_overfitted(data):
     batch = encoded[list(range(32))]
     batch["label"] = torch.as_tensor(np.random.default_rng(1).integers(0, 2, 32), dtype=torch.float32)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(300):
+    for _ in range(60):  # ~25 steps suffice; the margin keeps it robust
         loss = model.loss(batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert model.loss(batch).item() < 0.05
+    assert model.loss(batch).item() < 0.01
 
 
 def test_sample_weights_scale_the_loss(data):

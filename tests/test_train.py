@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
-from test_model import ALL_ITEM, ALL_USER, small_config, synthetic
 
+from tests.test_model import ALL_ITEM, ALL_USER, small_config, synthetic
 from twotower.config import TrainConfig
 from twotower.data.schema import CREATOR_BASE, ITEM_BASE, USER_BASE
 from twotower.train import embed_items, embed_users, load_checkpoint, per_user_auc, score, train_model

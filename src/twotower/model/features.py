@@ -80,7 +80,8 @@ class IdVocab:
 
 @dataclass
 class NumericScaler:
-    """Standardise columns (optionally log1p'd first); NaN and missing values become 0, the training mean."""
+    """Standardise columns (optionally log1p'd first); NaN, and negative values of log1p columns, become 0
+    (the training mean)."""
 
     columns: list[str]
     log1p: list[bool]
@@ -91,7 +92,9 @@ class NumericScaler:
     def _raw(frame: pd.DataFrame, columns: list[str], log1p: list[bool]) -> np.ndarray:
         x = np.array(frame[columns].to_numpy(dtype=np.float64, na_value=np.nan), copy=True)  # writable
         x = x.reshape(len(frame), len(columns))
-        x[:, log1p] = np.log1p(np.clip(x[:, log1p], 0, None))
+        counts = x[:, log1p]
+        # A negative count is a "not known" sentinel (the pipeline writes item_age_days = -1): treat as missing.
+        x[:, log1p] = np.log1p(np.where(counts < 0, np.nan, counts))
         return x
 
     @classmethod
