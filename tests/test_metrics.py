@@ -417,3 +417,14 @@ def test_baselines_behave_as_expected_on_random_lists():
     pop = item_popularity(items[labels == 1])
     popm = ranking_metrics(users, items, labels, popularity_scores(items, pop))
     assert popm.values["auc"] > rand.values["auc"] + 0.05
+
+
+def test_wide_user_ids_leave_few_score_bits_and_still_match_reference():
+    # user ids spanning 2^39 leave 24 bits of the packed sort key for the score: many rows share a key
+    # without sharing a score, and must be put in exact order by the second sort
+    users, items, labels, scores = random_lists(13, 150, max_len=60)
+    users = (users % 150) * (2**39 // 150)
+    # scores equal in their leading bits but not equal (1e-7 apart), and genuine ties
+    scores = np.round(scores, 1) + np.where(labels == 1, 0.0, 1e-7 * (items % 3))
+    got = ranking_metrics(users, items, labels, scores)
+    assert_matches_reference(got, reference_metrics(users, items, labels, scores))

@@ -168,18 +168,51 @@ def _descending_key(scores: np.ndarray) -> np.ndarray:
     return bits
 
 
-def _item_order_key(items: np.ndarray) -> np.ndarray:
-    if items.dtype.kind in "iufb":
-        return items
-    return np.unique(items, return_inverse=True)[1]
+def _dense_codes(values: np.ndarray) -> np.ndarray:
+    """Non-negative int64 codes that keep the order of ``values`` (equal values, equal codes)."""
+    if values.dtype.kind in "iub" and len(values):
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo < 1 << 40:
+            return values.astype(np.int64) - lo
+    return np.unique(values, return_inverse=True)[1].astype(np.int64).ravel()
+
+
+def _order_runs(rows: np.ndarray, run_id: np.ndarray, item_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """``rows`` (runs of equal packed key, contiguous, run ids ascending) in (score desc, item id) order."""
+    sc = scores[rows]
+    codes = _dense_codes(item_ids[rows])
+    run_bits = int(run_id[-1]).bit_length()
+    item_bits = max(1, int(codes.max()).bit_length())
+    out = np.empty_like(rows)
+    differs = (run_id[1:] == run_id[:-1]) & (sc[1:] != sc[:-1])
+    mixed_run = np.zeros(
+        int(run_id[-1]) + 1, dtype=bool
+    )  # runs of different exact scores (equal leading bits)
+    mixed_run[run_id[1:][differs]] = True
+    mixed = mixed_run[run_id]
+    if run_bits + item_bits > 63:
+        mixed[:] = True
+    if mixed.any():
+        # full order; the row number last, so that duplicate (user, item, score) rows keep their input order
+        m = np.flatnonzero(mixed)
+        out[m] = rows[m][np.lexsort((rows[m], codes[m], -sc[m], run_id[m]))]
+    if not mixed.all():
+        # runs of one exact score (genuine ties, the usual case): order by (run, item id), stable
+        p = np.flatnonzero(~mixed)
+        key = run_id[p].astype(np.int64) << item_bits
+        key |= codes[p]
+        out[p] = rows[p][np.argsort(key, kind="stable")]
+    return out
 
 
 def sort_rows(
     user_codes: np.ndarray, item_ids: np.ndarray, scores: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Row order by (user, score descending, item id); also the sorted packed keys and the score bit count.
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """Row order by (user, score descending, item id).
 
-    Rows in the same user with equal packed key come out in exact (score descending, item id) order.
+    Returns the order, the sorted packed keys (user code in the top bits), the number of score bits in
+    the key, and ``tied``: for each sorted row, whether it has the same user and exact score as the row
+    before it.
     """
     n = len(scores)
     user_bits = max(1, int(user_codes.max()).bit_length()) if n else 1
@@ -191,20 +224,24 @@ def sort_rows(
     skey = key[order]
     del key
     same = skey[1:] == skey[:-1]
-    if same.any():
+    tied = np.zeros(n, dtype=bool)
+    idx = np.flatnonzero(same)
+    if len(idx):
         # runs of equal keys: put them in exact (score desc, item asc) order; run ids keep runs in place
         in_run = np.zeros(n, dtype=bool)
         in_run[1:] = same
         in_run[:-1] |= same
+        del same
         idx = np.flatnonzero(in_run)
+        del in_run
         run_start = np.ones(len(idx), dtype=bool)
-        run_start[1:] = ~same[idx[1:] - 1]
+        run_start[1:] = skey[idx[1:]] != skey[idx[1:] - 1]
         run_id = np.cumsum(run_start)
-        rows = order[idx]
-        # the row number last: duplicate (user, item, score) rows keep their input order
-        sub = np.lexsort((rows, _item_order_key(item_ids[rows]), -scores[rows], run_id))
-        order[idx] = rows[sub]
-    return order, skey, score_bits
+        rows = _order_runs(order[idx], run_id, item_ids, scores)
+        order[idx] = rows
+        sc = scores[rows]
+        tied[idx[1:]] = ~run_start[1:] & (sc[1:] == sc[:-1])
+    return order, skey, score_bits, tied
 
 
 # ------------------------------------------------------------------------------------------ the metrics
@@ -269,8 +306,9 @@ def ranking_metrics(
     if n_rows_input == 0:
         order = np.zeros(0, dtype=np.int64)
         starts = np.zeros(0, dtype=np.int64)
+        tied = np.zeros(0, dtype=bool)
     else:
-        order, skey, score_bits = sort_rows(codes, items, s_in)
+        order, skey, score_bits, tied = sort_rows(codes, items, s_in)
         user_sorted = skey >> _U64(score_bits)
         del skey
         new_user = np.empty(n_rows_input, dtype=bool)
@@ -293,13 +331,6 @@ def ranking_metrics(
     j = np.arange(len(pidx)) - pstart[seg] + 1
 
     # equal scores within a user: the group of tied rows a positive row belongs to ([gs, ge], sorted rows)
-    s_sorted = s_in[order]
-    tied = np.zeros(n_rows_input, dtype=bool)  # row i has the same user and score as row i-1
-    if n_rows_input > 1:
-        np.equal(s_sorted[1:], s_sorted[:-1], out=tied[1:])
-        if n_users_input:
-            tied[starts] = False
-    del s_sorted
     if tied.any():
         gstarts = np.flatnonzero(~tied)
         gi = np.searchsorted(gstarts, pidx, side="right") - 1
@@ -376,10 +407,11 @@ def ranking_metrics(
     pos_rows = int(r[evaluated].sum())
     g_auc = None
     if n_users:
-        user_eval_by_code = np.zeros(int(codes.max()) + 1, dtype=bool)
-        user_eval_by_code[codes[order[starts[evaluated]]]] = True
-        keep = user_eval_by_code[codes]
-        g_auc = global_auc(y_in[keep], s_in[keep])
+        if n_users == n_users_input:
+            g_auc = global_auc(y_in, s_in)
+        else:
+            keep = order[np.repeat(evaluated, n)]  # the evaluated rows (in sorted order)
+            g_auc = global_auc(y_in[keep], s_in[keep])
 
     table = None
     if per_user:
