@@ -159,3 +159,23 @@ def test_day_column_types_do_not_matter(data, tmp_path):
     np.testing.assert_allclose(
         score(bundle, rows, history), score(bundle, data["eval"], data["history"]), rtol=1e-6
     )
+
+
+def test_early_stopping_follows_patience(trained):
+    best = max(trained.holdout_metric)
+    if (
+        len(trained.holdout_metric) < FAST.epochs
+    ):  # stopped early: the last patience + 1 epochs did not improve
+        assert all(m <= best for m in trained.holdout_metric[-(FAST.patience + 1) :])  # ties do not improve
+        assert len(trained.holdout_metric) == trained.best_epoch + FAST.patience + 1
+
+
+def test_held_out_day_never_reaches_training(data, tmp_path):
+    """A user and an item seen only on the last training day stay out of the fitted vocabularies."""
+    last = data["train"]["day"].max()
+    extra = data["train"][data["train"]["day"] == last].head(4).assign(user_id=777, item_id=4242)
+    train = pd.concat([data["train"], extra], ignore_index=True)
+    result = _train({**data, "train": train}, tmp_path, train_cfg=FAST.model_copy(update={"epochs": 1}))
+    features = load_checkpoint(result.model_path).features
+    assert 777 not in features.users.ids and 4242 not in features.items.ids
+    assert set(features.users.ids) == set(data["train"][data["train"]["day"] < last]["user_id"])
