@@ -193,7 +193,7 @@ def _order_runs(rows: np.ndarray, run_id: np.ndarray, item_ids: np.ndarray, scor
     if run_bits + item_bits > 63:
         mixed[:] = True
     if mixed.any():
-        # full order; the row number last, so that duplicate (user, item, score) rows keep their input order
+        # full order (the row number last: duplicate (user, item, score) rows in a fixed order)
         m = np.flatnonzero(mixed)
         out[m] = rows[m][np.lexsort((rows[m], codes[m], -sc[m], run_id[m]))]
     if not mixed.all():
