@@ -197,11 +197,11 @@ def _order_runs(rows: np.ndarray, run_id: np.ndarray, item_ids: np.ndarray, scor
         m = np.flatnonzero(mixed)
         out[m] = rows[m][np.lexsort((rows[m], codes[m], -sc[m], run_id[m]))]
     if not mixed.all():
-        # runs of one exact score (genuine ties, the usual case): order by (run, item id), stable
+        # runs of one exact score (genuine ties, the usual case): order by (run, item id)
         p = np.flatnonzero(~mixed)
         key = run_id[p].astype(np.int64) << item_bits
         key |= codes[p]
-        out[p] = rows[p][np.argsort(key, kind="stable")]
+        out[p] = rows[p][np.argsort(key)]
     return out
 
 
