@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import ibis
@@ -11,38 +12,50 @@ import ibis.expr.types as ir
 from twotower.config import LabelConfig
 from twotower.data.funnel import Funnel
 from twotower.data.schema import EVENT_COLUMNS
+from twotower.data.validate import DataError
 
 MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 86_400_000
 EPOCH = dt.date(1970, 1, 1)
 
 
-def clean_events(events: ir.Table, funnel: Funnel) -> ir.Table:
-    """Drop rows that cannot be used, then exact duplicates; both counted in ``funnel.drops``.
+@dataclass(frozen=True)
+class Cleaned:
+    """Valid rows without exact duplicates (lazy), the valid-row count and the valid rows' time bounds."""
+
+    events: ir.Table
+    valid_rows: int
+    first_ms: int
+    last_ms: int
+
+
+def clean_events(events: ir.Table, funnel: Funnel) -> Cleaned:
+    """Drop rows that cannot be used, then exact duplicates; invalid rows are counted in ``funnel.drops``.
 
     Invalid: a missing id or timestamp, ``duration_ms <= 0`` (fraction watched undefined) or a negative
-    watch time. Exact duplicates: rows identical in every source column (one copy is kept).
+    watch time. Exact duplicates: rows identical in every source column (one copy is kept); the caller
+    counts them once the result is materialised (``valid_rows`` minus its rows).
     """
     invalid = {
         "missing user_id, item_id or timestamp": events.user_id.isnull() | events.item_id.isnull() | events.ts_ms.isnull(),
         "duration <= 0 or missing": events.duration_ms.isnull() | (events.duration_ms <= 0),
         "watch time < 0 or missing": events.watch_ms.isnull() | (events.watch_ms < 0),
     }
-    # Each reason counts rows not already counted by an earlier one.
+    conditions = list(invalid.values())
+    any_invalid = ibis.or_(*conditions)
+    # One pass: each reason counts the rows not already counted by an earlier one.
     counts = events.aggregate(
-        **{
-            f"c{i}": (cond & ~ibis.or_(*list(invalid.values())[:i])).sum() if i else cond.sum()
-            for i, cond in enumerate(invalid.values())
-        }
+        total=events.count(),
+        first_ms=events.ts_ms.min(where=~any_invalid),
+        last_ms=events.ts_ms.max(where=~any_invalid),
+        **{f"c{i}": (cond & ~ibis.or_(*conditions[:i]) if i else cond).sum() for i, cond in enumerate(conditions)},
     ).to_pyarrow().to_pylist()[0]
     for i, reason in enumerate(invalid):
         funnel.drop(reason, counts[f"c{i}"] or 0)
-    valid = events.filter(~ibis.or_(*invalid.values()))
-    before = valid.count().execute()
-    deduped = valid.distinct()
-    after = deduped.count().execute()
-    funnel.drop("exact duplicate", before - after)
-    return deduped
+    valid_rows = counts["total"] - sum(counts[f"c{i}"] or 0 for i in range(len(conditions)))
+    if not valid_rows:
+        raise DataError("no valid events: every row was dropped (see the counted reasons)")
+    return Cleaned(events.filter(~any_invalid).distinct(), valid_rows, counts["first_ms"], counts["last_ms"])
 
 
 def timezone_offsets(first_ms: int, last_ms: int, timezone: str) -> ibis.Table:
@@ -60,12 +73,15 @@ def timezone_offsets(first_ms: int, last_ms: int, timezone: str) -> ibis.Table:
     return ibis.memtable({"utc_hour": hours, "offset_ms": offsets})
 
 
-def add_local_time(events: ir.Table, timezone: str) -> ir.Table:
-    """Add ``day_n`` (local calendar day as days since 1970-01-01), ``hour`` (0..23) and ``dow`` (0=Monday)."""
-    bounds = events.aggregate(lo=events.ts_ms.min(), hi=events.ts_ms.max()).to_pyarrow().to_pylist()[0]
-    if bounds["lo"] is None:
-        raise ValueError("no events left after cleaning")
-    offsets = timezone_offsets(bounds["lo"], bounds["hi"], timezone)
+def add_local_time(events: ir.Table, timezone: str, bounds: tuple[int, int] | None = None) -> ir.Table:
+    """Add ``day_n`` (local calendar day as days since 1970-01-01), ``hour`` (0..23) and ``dow`` (0=Monday).
+
+    ``bounds``: the first and last ``ts_ms`` when already known (saves a pass over the data).
+    """
+    if bounds is None:
+        row = events.aggregate(lo=events.ts_ms.min(), hi=events.ts_ms.max()).to_pyarrow().to_pylist()[0]
+        bounds = (row["lo"], row["hi"])
+    offsets = timezone_offsets(bounds[0], bounds[1], timezone)
     joined = events.mutate(utc_hour=events.ts_ms // MS_PER_HOUR).join(offsets, "utc_hour")
     local_ms = joined.ts_ms + joined.offset_ms
     day_n = (local_ms // MS_PER_DAY).cast("int32")

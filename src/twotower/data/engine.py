@@ -13,11 +13,15 @@ import ibis
 def connect(engine: str = "duckdb", threads: int | None = None) -> ibis.BaseBackend:
     """An Ibis backend. ``spark`` uses the active SparkSession (or starts a local one)."""
     if engine == "duckdb":
-        return ibis.duckdb.connect(threads=threads or os.cpu_count() or 1)
+        con = ibis.duckdb.connect(threads=threads or os.cpu_count() or 1)
+        # Timestamps without an offset are UTC, whatever the machine's local time zone.
+        con.raw_sql("SET TimeZone = 'UTC'")
+        return con
     if engine == "spark":
         try:
             from pyspark.sql import SparkSession
         except ImportError as exc:  # pragma: no cover - depends on the optional extra
             raise RuntimeError("engine 'spark' needs the spark extra: pip install 'twotower[spark]'") from exc
-        return ibis.pyspark.connect(SparkSession.builder.getOrCreate())
+        session = SparkSession.builder.config("spark.sql.session.timeZone", "UTC").getOrCreate()
+        return ibis.pyspark.connect(session)
     raise ValueError(f"unknown engine {engine!r} (expected 'duckdb' or 'spark')")

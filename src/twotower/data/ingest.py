@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ibis
+import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 
 from twotower.config import DataConfig
@@ -184,7 +185,7 @@ def _read_generic(con: ibis.BaseBackend, cfg: DataConfig) -> Source:
     require_columns(events, GENERIC_EVENT_COLUMNS, str(path))
     check_types(events, GENERIC_EVENT_FLAGS, str(path))
     events = events.mutate(
-        ts_ms=_epoch_ms(events.timestamp, str(path)),
+        ts_ms=_epoch_ms(events.timestamp, con.name),
         watch_ms=events.watch_seconds.cast("float64") * 1000.0,
         duration_ms=events.duration_seconds.cast("float64") * 1000.0,
         **{flag: (events[flag].cast("int64") if flag in events.schema() else ibis.literal(0)) for flag in GENERIC_EVENT_FLAGS},
@@ -196,12 +197,24 @@ def _read_generic(con: ibis.BaseBackend, cfg: DataConfig) -> Source:
     return Source(events, items, users, tuple(files))
 
 
-def _epoch_ms(column: ir.Column, source: str) -> ir.IntegerColumn:
+@ibis.udf.scalar.builtin(name="epoch_ms")
+def _duckdb_epoch_ms(ts: dt.Timestamp(timezone="UTC")) -> dt.int64:  # type: ignore[valid-type]
+    """DuckDB's epoch_ms: several times faster than casting through the session time zone."""
+
+
+@ibis.udf.scalar.builtin(name="unix_millis")
+def _spark_epoch_ms(ts: dt.Timestamp(timezone="UTC")) -> dt.int64:  # type: ignore[valid-type]
+    """Spark's unix_millis."""
+
+
+def _epoch_ms(column: ir.Column, backend: str) -> ir.IntegerColumn:
+    """UTC epoch milliseconds of a timestamp, an ISO-8601 string (UTC unless it carries an offset) or
+    integer epoch milliseconds. Unparsable strings become NULL and are reported by the caller."""
     dtype = column.type()
     if dtype.is_integer():
         return column.cast("int64")
-    stamp = column if dtype.is_timestamp() else column.try_cast("timestamp")
-    return stamp.epoch_seconds().cast("int64") * 1000 + stamp.millisecond().cast("int64")
+    stamp = column.try_cast(dt.Timestamp(timezone="UTC")) if dtype.is_string() else column.cast(dt.Timestamp(timezone="UTC"))
+    return (_spark_epoch_ms if backend == "pyspark" else _duckdb_epoch_ms)(stamp)
 
 
 def _check_timestamps(events: ir.Table, source: str) -> None:

@@ -11,6 +11,7 @@ The flow, one function per step (each an Ibis expression, run on DuckDB or Spark
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from twotower.data.validate import DataError
 STEPS = ("read", "clean", "windows", "filters", "sampling", "evaluation set", "features", "history", "write")
 ITEM_KEEP = ("plays", "pos_rate", "mean_fraction", "likes", "shares")
 USER_KEEP = ("plays", "pos_rate", "mean_watch_s")
+FEATURE_KEYS = (("item_id", "item", ITEM_KEEP), ("creator_id", "creator", ITEM_KEEP), ("user_id", "user", USER_KEEP))
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,14 @@ class _Progress:
 
     def __init__(self, enabled: bool, experiment: int) -> None:
         self.bar = tqdm(total=len(STEPS), desc=f"prepare experiment {experiment}", disable=not enabled, unit="step")
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
 
     def __call__(self, step: str) -> None:
+        """Mark ``step`` done and record its wall time."""
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._last, 3)
+        self._last = now
         self.bar.set_postfix_str(step)
         self.bar.update(1)
 
@@ -59,7 +67,9 @@ def load_events(con: ibis.BaseBackend, cfg: Config, funnel: Funnel) -> tuple[ir.
     """Read the source, record the raw count, clean, add local time, label and creator; cached."""
     source = read_source(con, cfg.data)
     funnel.record("raw", source.events)
-    events = canonical_events(add_local_time(clean_events(source.events, funnel), cfg.data.timezone), cfg.label)
+    cleaned = clean_events(source.events, funnel)
+    local = add_local_time(cleaned.events, cfg.data.timezone, (cleaned.first_ms, cleaned.last_ms))
+    events = canonical_events(local, cfg.label)
     if source.items is not None:
         creators = source.items.select("item_id", "creator_id")
         events = events.left_join(creators, "item_id").drop("item_id_right")
@@ -67,7 +77,8 @@ def load_events(con: ibis.BaseBackend, cfg: Config, funnel: Funnel) -> tuple[ir.
     else:
         events = events.mutate(creator_id=ibis.literal(-1, type="int64"))
     events = events.cache()
-    funnel.record("cleaned (valid, deduplicated)", events)
+    step = funnel.record("cleaned (valid, deduplicated)", events)
+    funnel.drop("exact duplicate", cleaned.valid_rows - step.rows)
     return events, source
 
 
@@ -114,15 +125,28 @@ def evaluation_set(val: ir.Table, filtered: ir.Table, funnel: Funnel) -> ir.Tabl
     return rows
 
 
-def with_base_features(rows: ir.Table, events: ir.Table, items: ir.Table | None, cfg: Config, days: ir.Table) -> ir.Table:
-    """Attach user, item and creator base features as of each row's day, item age and duration."""
+@dataclass(frozen=True)
+class BaseFeatures:
+    """Point-in-time feature tables per (key, day) for the days the rows need, computed once."""
+
+    priors: ir.Table
+    by_key: dict[str, ir.Table]
+    items: ir.Table | None
+
+
+def base_features(events: ir.Table, items: ir.Table | None, cfg: Config, days: ir.Table) -> BaseFeatures:
     lookback, smoothing = cfg.history.lookback_days, cfg.features.smoothing
     priors = global_priors(events, days, lookback).cache()
-    for key, prefix, keep in (("item_id", "item", ITEM_KEEP), ("creator_id", "creator", ITEM_KEEP), ("user_id", "user", USER_KEEP)):
-        features = key_features(events, key, prefix, days, priors, lookback, smoothing)
-        rows = attach_features(rows, features, key, prefix, priors, keep)
-    if items is not None:
-        upload = items.select("item_id", upload_day=items.upload_date.epoch_days())
+    by_key = {key: key_features(events, key, prefix, days, priors, lookback, smoothing).cache() for key, prefix, _ in FEATURE_KEYS}
+    return BaseFeatures(priors, by_key, items)
+
+
+def with_base_features(rows: ir.Table, features: BaseFeatures) -> ir.Table:
+    """Attach user, item and creator base features as of each row's day, item age and duration."""
+    for key, prefix, keep in FEATURE_KEYS:
+        rows = attach_features(rows, features.by_key[key], key, prefix, features.priors, keep)
+    if features.items is not None:
+        upload = features.items.select("item_id", upload_day=features.items.upload_date.epoch_days())
         rows = rows.left_join(upload, "item_id").drop("item_id_right")
         rows = rows.mutate(item_age_days=ibis.coalesce(rows.day_n - rows.upload_day, -1).cast("float64")).drop("upload_day")
     else:
@@ -162,7 +186,7 @@ def prepare_experiment(
     events, source = load_events(con, cfg, funnel)
     step("clean")
     lookback_start = exp.train_start - dt.timedelta(days=cfg.history.lookback_days)
-    events = select_window(events, lookback_start, exp.val_date, "experiment's days (lookback included)").cache()
+    events = select_window(events, lookback_start, exp.val_date, "experiment's days (lookback included)")
     train = select_window(events, exp.train_start, exp.train_end, "training window")
     val = select_window(events, exp.val_date, exp.val_date, "validation day")
     funnel.record(f"training window {exp.train_start} .. {exp.train_end}", train)
@@ -175,12 +199,14 @@ def prepare_experiment(
     eval_rows = evaluation_set(val, filtered, funnel)
     step("evaluation set")
     days = examples.select("day_n").union(eval_rows.select("day_n")).distinct().cache()
-    examples = with_base_features(examples.drop("fraction_watch", "watch_ms", "like", "share", "follow", "comment"), events, source.items, cfg, days)
-    eval_rows = with_base_features(eval_rows, events, source.items, cfg, days)
+    features = base_features(events, source.items, cfg, days)
+    outcome_columns = ("fraction_watch", "watch_ms", "like", "share", "follow", "comment")
+    examples = with_base_features(examples.drop(*outcome_columns), features)
+    eval_rows = with_base_features(eval_rows, features)
     step("features")
     needed = examples.select("user_id", "day_n").union(eval_rows.select("user_id", "day_n")).distinct()
-    item_watch = key_features(events, "item_id", "item", days, global_priors(events, days, cfg.history.lookback_days), cfg.history.lookback_days, cfg.features.smoothing)
-    history = history_snapshots(events, needed, item_watch.select("item_id", "day_n", "item_mean_watch_s"), cfg.history.lookback_days, cfg.history.max_items)
+    item_watch = features.by_key["item_id"].select("item_id", "day_n", "item_mean_watch_s")
+    history = history_snapshots(events, needed, item_watch, cfg.history.lookback_days, cfg.history.max_items)
     step("history")
     _with_date(examples).order_by(["day", "user_id", "ts_ms", "item_id"]).to_parquet(out_dir / "train.parquet")
     _with_date(eval_rows).order_by(["user_id", "item_id"]).to_parquet(out_dir / "eval.parquet")
@@ -190,6 +216,7 @@ def prepare_experiment(
         source.users.order_by("user_id").to_parquet(out_dir / "users.parquet")
     popularity.order_by("item_id").to_parquet(out_dir / "popularity.parquet")
     funnel.notes["sources"] = list(source.files)
+    funnel.notes["step_seconds"] = step.seconds
     funnel.write(out_dir / "funnel.json")
     step("write")
     step.close()
