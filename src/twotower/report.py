@@ -1,0 +1,138 @@
+"""The seed's two tables (Experiments, Results) in Markdown, a JSON summary and plots of a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from twotower.config import Config  # noqa: E402
+from twotower.content.pipeline import METADATA_NOTE  # noqa: E402
+from twotower.evaluate.metrics import SEED_METRICS  # noqa: E402
+from twotower.evaluate.tables import experiment_rows, results_table  # noqa: E402
+
+if TYPE_CHECKING:
+    from twotower.pipeline import ExperimentOutcome
+
+
+def experiments_table(outcomes: list[ExperimentOutcome]) -> str:
+    """The seed's Experiments table: Experiment No, event type, Train DATA, VAL DATA, Status."""
+    lines = ["| Experiment No | event type | Train DATA | VAL DATA | Status |", "|---|---|---|---|---|"]
+    for o in outcomes:
+        e = o.experiment
+        train = f"{e.train_start} - {e.train_end} ({e.train_days} days)"
+        status = o.status.replace("|", "/")
+        lines.append(f"| {e.id} | {e.event_type} | {train} | {e.val_date} | {status} |")
+    return "\n".join(lines) + "\n"
+
+
+def results_rows(outcomes: list[ExperimentOutcome]) -> list:
+    rows = []
+    for o in outcomes:
+        if o.metrics:
+            rows += experiment_rows(o.experiment.id, **o.metrics)
+    return rows
+
+
+def notes_lines(cfg: Config, outcomes: list[ExperimentOutcome]) -> list[str]:
+    lines = []
+    if cfg.content.encoder == "metadata":
+        lines.append(f"Note: {METADATA_NOTE}.")
+    for o in outcomes:
+        if not o.metrics:
+            continue
+        funnel_notes = o.notes["funnel"]["notes"]
+        unseen = funnel_notes.get("evaluation share of rows with items unseen in training")
+        left_out = ", ".join(f"{n:,} {why}" for why, n in funnel_notes.get("evaluation users left out", {}).items())
+        t = o.training
+        model = o.metrics["model"]
+        lines.append(
+            f"Experiment {o.experiment.id}: evaluated {model.n_users:,} users and {model.n_rows:,} rows "
+            f"(left out when the set was built: {left_out}); "
+            f"{(unseen or 0):.1%} of rows have items unseen in training; "
+            f"trained on {t.n_train:,} examples ({t.examples_per_s:,.0f} examples/s), best epoch {t.best_epoch} "
+            f"by held-out {t.holdout_metric_name} on {t.holdout_day}; {o.seconds:.0f} s."
+        )
+    return lines
+
+
+def plot_metrics(outcomes: list[ExperimentOutcome], path: Path) -> None:
+    """Grouped bars: each metric for the model and the baselines, one panel per experiment."""
+    done = [o for o in outcomes if o.metrics]
+    if not done:
+        return
+    fig, axes = plt.subplots(len(done), 1, figsize=(13, 3.6 * len(done)), squeeze=False)
+    for ax, o in zip(axes[:, 0], done, strict=True):
+        names = list(o.metrics)
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            values = [o.metrics[name].values.get(m) for m in SEED_METRICS]
+            ax.bar([x + i * width for x in range(len(SEED_METRICS))], [v if v is not None else 0 for v in values], width, label=name)
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(SEED_METRICS))], SEED_METRICS, rotation=30, ha="right")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"experiment {o.experiment.id}: model vs baselines (played re-ranking)")
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_training(outcomes: list[ExperimentOutcome], path: Path) -> None:
+    """Training loss and held-out metric per epoch for every experiment."""
+    done = [o for o in outcomes if o.training is not None]
+    if not done:
+        return
+    fig, (loss_ax, hold_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for o in done:
+        t = o.training
+        epochs = range(1, len(t.train_loss) + 1)
+        loss_ax.plot(epochs, t.train_loss, marker="o", label=f"experiment {o.experiment.id}")
+        hold_ax.plot(range(1, len(t.holdout_metric) + 1), t.holdout_metric, marker="o", label=f"experiment {o.experiment.id}")
+    loss_ax.set(title="training loss (weighted BCE)", xlabel="epoch")
+    hold_ax.set(title=f"held-out last training day: {done[0].training.holdout_metric_name}", xlabel="epoch")
+    loss_ax.legend()
+    hold_ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(cfg: Config, outcomes: list[ExperimentOutcome], run_dir: Path) -> str:
+    """Write tables.md, summary.json and the plots into ``run_dir``; return the Markdown."""
+    rows = results_rows(outcomes)
+    text = "\n".join(
+        [
+            f"# {cfg.name}",
+            "",
+            "## Experiments",
+            "",
+            experiments_table(outcomes),
+            "## Results (played re-ranking on the validation day; docs/metrics.md)",
+            "",
+            results_table(rows, extra=True) if rows else "No experiment completed.\n",
+            *[f"- {line}" for line in notes_lines(cfg, outcomes)],
+            "",
+        ]
+    )
+    (run_dir / "tables.md").write_text(text)
+    summary = {
+        "config": cfg.name,
+        "experiments": [
+            {
+                "id": o.experiment.id,
+                "status": o.status,
+                "seconds": round(o.seconds, 2),
+                "metrics": {name: m.as_dict() for name, m in o.metrics.items()},
+            }
+            for o in outcomes
+        ],
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_metrics(outcomes, run_dir / "metrics.png")
+    plot_training(outcomes, run_dir / "training.png")
+    return text
