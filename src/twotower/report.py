@@ -72,11 +72,15 @@ def plot_metrics(outcomes: list[ExperimentOutcome], path: Path) -> None:
         width = 0.8 / len(names)
         for i, name in enumerate(names):
             values = [o.metrics[name].values.get(m) for m in SEED_METRICS]
-            ax.bar([x + i * width for x in range(len(SEED_METRICS))], [v if v is not None else 0 for v in values], width, label=name)
+            xs = [x + i * width for x in range(len(SEED_METRICS))]
+            ax.bar(xs, [v if v is not None else 0 for v in values], width, label=name)
+            for x, v in zip(xs, values, strict=True):
+                if v is None:  # no user qualified: say so rather than draw a zero
+                    ax.text(x, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=7)
         ax.set_xticks([x + 0.4 - width / 2 for x in range(len(SEED_METRICS))], SEED_METRICS, rotation=30, ha="right")
         ax.set_ylim(0, 1)
         ax.set_title(f"experiment {o.experiment.id}: model vs baselines (played re-ranking)")
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
