@@ -68,7 +68,7 @@ def test_kuairand_errors(tmp_path):
     raw = tiny_config_dict(tmp_path, tmp_path)
     raw["data"] = {"adapter": "kuairand", "path": str(tmp_path / "nowhere")}
     cfg = parse_config(raw)
-    with pytest.raises(DataError, match="does not exist. KuaiRand-Pure is at"):
+    with pytest.raises(DataError, match="does not exist. Get KuaiRand-Pure from"):
         prepare_experiment(cfg, cfg.experiments[0], tmp_path / "out1", progress=False)
     raw["data"]["path"] = str(tmp_path)
     cfg = parse_config(raw)

@@ -71,11 +71,12 @@ def metrics(
 @app.command()
 def run(config: ConfigArg, out: OutOpt = None, data: DataOpt = None) -> None:
     """Prepare, embed, train and evaluate every experiment; print and save the seed's tables."""
+    from twotower.data.validate import DataError
     from twotower.pipeline import run as run_pipeline
 
     try:
         run_pipeline(load_config(config, data_path=data), out_root=out or Path("runs"))
-    except ConfigError as exc:
+    except (ConfigError, DataError) as exc:
         _fail(str(exc))
 
 

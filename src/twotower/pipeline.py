@@ -19,6 +19,7 @@ import pandas as pd
 
 from twotower.config import Config, ExperimentConfig, to_toml_dict
 from twotower.content.pipeline import build_item_table, write_item_table
+from twotower.data.ingest import check_data_path
 from twotower.data.prepare import prepare_experiment
 from twotower.evaluate.baselines import popularity_scores, random_scores
 from twotower.evaluate.metrics import RankingMetrics, ranking_metrics
@@ -130,6 +131,7 @@ def _write_experiment_json(outcome: ExperimentOutcome) -> None:
 
 def run(cfg: Config, out_root: Path = Path("runs"), progress: bool = True) -> Path:
     """Run every experiment of ``cfg``; write and print the seed's tables. Returns the run directory."""
+    check_data_path(cfg.data)
     run_dir = new_run_dir(out_root, cfg.name)
     (run_dir / "config.json").write_text(json.dumps(to_toml_dict(cfg), indent=2) + "\n")
     outcomes = []

@@ -70,14 +70,23 @@ class Source:
 
 def read_source(con: ibis.BaseBackend, cfg: DataConfig) -> Source:
     """Read the configured source; stops with a :class:`DataError` naming the file and column."""
-    if not cfg.path.exists():
-        raise DataError(
-            f"data path {cfg.path} does not exist. KuaiRand-Pure is at https://kuairand.com "
-            "(download KuaiRand-Pure and unpack it); point data.path in the config, or --data, at it."
-        )
+    check_data_path(cfg)
     if cfg.adapter == "kuairand":
         return _read_kuairand(con, cfg.path, cfg.include_random_logs, cfg.kuairand_day == "date_column")
     return _read_generic(con, cfg)
+
+
+def check_data_path(cfg: DataConfig) -> None:
+    """Stop early, with where to get the data, when the configured path does not exist."""
+    if cfg.path.exists():
+        return
+    if cfg.adapter == "kuairand":
+        raise DataError(
+            f"data directory {cfg.path} does not exist. Get KuaiRand-Pure from https://kuairand.com (the "
+            "KuaiRand-Pure archive, CC BY-SA 4.0), unpack it, and pass its directory with --data DIR "
+            "(or set data.path in the config; relative paths are relative to the config file)."
+        )
+    raise DataError(f"events file {cfg.path} does not exist; set data.path in the config or pass --data PATH")
 
 
 def _read_table(con: ibis.BaseBackend, path: Path) -> ir.Table:
