@@ -56,7 +56,7 @@ def test_batching_does_not_change_vectors_and_cache_hits(tmp_path: Path) -> None
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("TWOTOWER_SLOW") != "1",
-    reason="embeds all 10,732 KuaiRec rows (about 3-6 min on 2 CPU cores): set TWOTOWER_SLOW=1",
+    reason="embeds all 10,732 KuaiRec rows (3-11 min on 2 CPU cores): set TWOTOWER_SLOW=1",
 )
 def test_kuairec_neighbours_share_category() -> None:
     if not KUAIREC.is_file():
