@@ -130,7 +130,7 @@ class BlipConfig(Strict):
 
 
 class E5Config(Strict):
-    fields: tuple[str, ...] = ("caption", "manual_cover_text")
+    fields: tuple[str, ...] = ("caption", "cover_text")
     batch_size: int = Field(64, ge=1)
 
 
