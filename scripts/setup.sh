@@ -11,4 +11,5 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
 fi
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+# The spark extra lets the test suite check the Spark engine against DuckDB (Java 17 is on the machine).
+.venv/bin/python -m pip install --quiet -e ".[dev,spark]"

@@ -188,3 +188,17 @@ def test_refuses_to_overwrite_and_empty_window(tmp_path, prepared):
     cfg = parse_config(raw)
     with pytest.raises(DataError, match=r"no events in the .* 2022-12-18 .. 2023-01-08; the data has days 2022-04-30 .. 2022-05-04 \(5 days\)"):
         prepare_experiment(cfg, cfg.experiments[0], tmp_path / "empty", progress=False)
+
+
+def test_local_time_matches_zoneinfo_across_daylight_saving():
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    import numpy as np
+
+    stamps = np.random.default_rng(0).integers(1_600_000_000_000, 1_700_000_000_000, 2000)  # 2020..2023
+    out = add_local_time(ibis.memtable({"ts_ms": stamps}), "Europe/Berlin").execute()
+    local = [dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).astimezone(ZoneInfo("Europe/Berlin")) for ms in stamps]
+    assert out.day_n.tolist() == [(t.date() - dt.date(1970, 1, 1)).days for t in local]
+    assert out.hour.tolist() == [t.hour for t in local]
+    assert out.dow.tolist() == [t.weekday() for t in local]

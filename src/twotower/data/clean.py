@@ -58,40 +58,45 @@ def clean_events(events: ir.Table, funnel: Funnel) -> Cleaned:
     return Cleaned(events.filter(~any_invalid).distinct(), valid_rows, counts["first_ms"], counts["last_ms"])
 
 
-def timezone_offsets(first_ms: int, last_ms: int, timezone: str) -> ibis.Table:
-    """One row per UTC hour in [first_ms, last_ms]: ``utc_hour`` and the zone's ``offset_ms`` then.
+def offset_changes(first_ms: int, last_ms: int, timezone: str) -> list[tuple[int, int]]:
+    """The zone's UTC offset over [first_ms, last_ms] as (from_ms, offset_ms) runs, first run from -inf.
 
-    Time-zone arithmetic is not portable across SQL engines; a small offset table joined on the hour is.
+    Offsets are read hour by hour (zone changes fall on whole hours, or half hours for a few zones whose
+    hour-start reading is then early by at most 30 minutes); a year with daylight saving gives 3 runs.
     """
     zone = ZoneInfo(timezone)
-    first_hour, last_hour = first_ms // MS_PER_HOUR, last_ms // MS_PER_HOUR
-    hours = list(range(first_hour, last_hour + 1))
-    offsets = [
-        int(dt.datetime.fromtimestamp(h * 3600, tz=dt.UTC).astimezone(zone).utcoffset().total_seconds() * 1000)
-        for h in hours
-    ]
-    return ibis.memtable({"utc_hour": hours, "offset_ms": offsets})
+    runs: list[tuple[int, int]] = []
+    for hour in range(first_ms // MS_PER_HOUR, last_ms // MS_PER_HOUR + 1):
+        local = dt.datetime.fromtimestamp(hour * 3600, tz=dt.UTC).astimezone(zone)
+        offset = int(local.utcoffset().total_seconds() * 1000)
+        if not runs or runs[-1][1] != offset:
+            runs.append((hour * MS_PER_HOUR, offset))
+    return runs
 
 
 def add_local_time(events: ir.Table, timezone: str, bounds: tuple[int, int] | None = None) -> ir.Table:
     """Add ``day_n`` (local calendar day as days since 1970-01-01), ``hour`` (0..23) and ``dow`` (0=Monday).
 
-    ``bounds``: the first and last ``ts_ms`` when already known (saves a pass over the data).
+    Time-zone functions differ between SQL engines; the zone's offsets, computed here and written into the
+    expression as a CASE over time ranges, are portable. ``bounds``: the first and last ``ts_ms`` when
+    already known (saves a pass over the data).
     """
     if bounds is None:
         row = events.aggregate(lo=events.ts_ms.min(), hi=events.ts_ms.max()).to_pyarrow().to_pylist()[0]
         bounds = (row["lo"], row["hi"])
-    offsets = timezone_offsets(bounds[0], bounds[1], timezone)
-    joined = events.mutate(utc_hour=events.ts_ms // MS_PER_HOUR).join(offsets, "utc_hour")
-    local_ms = joined.ts_ms + joined.offset_ms
+    runs = offset_changes(bounds[0], bounds[1], timezone)
+    offset = ibis.literal(runs[-1][1], type="int64")
+    if len(runs) > 1:  # the latest run whose start is <= ts_ms
+        offset = ibis.cases(*[(events.ts_ms < start, prev) for (start, _), (_, prev) in zip(runs[1:], runs, strict=False)], else_=runs[-1][1])
+    local_ms = events.ts_ms + offset
     day_n = (local_ms // MS_PER_DAY).cast("int32")
-    if "source_day_n" in joined.schema():  # an adapter that takes the day from the source (see config)
-        day_n = joined.source_day_n
-    return joined.mutate(
+    if "source_day_n" in events.schema():  # an adapter that takes the day from the source (see config)
+        day_n = events.source_day_n
+    return events.mutate(
         day_n=day_n,
         hour=((local_ms % MS_PER_DAY) // MS_PER_HOUR).cast("int8"),
         dow=((day_n + 3) % 7).cast("int8"),  # 1970-01-01 was a Thursday (Monday = 0)
-    ).drop("utc_hour", "offset_ms", *(["source_day_n"] if "source_day_n" in joined.schema() else []))
+    ).drop(*(["source_day_n"] if "source_day_n" in events.schema() else []))
 
 
 def label_expression(events: ir.Table, label: LabelConfig) -> ir.BooleanValue:

@@ -37,11 +37,14 @@ def history_snapshots(
     order = [ibis.desc(latest.ts_ms), ibis.desc(latest.item_id)]
     rank = ibis.row_number().over(group_by=[latest.user_id, latest.day_n, latest.kind], order_by=order)
     capped = latest.mutate(rank=rank).filter(ibis._.rank < max_items)
-    recent_first = [ibis.desc(capped.ts_ms), ibis.desc(capped.item_id)]
-    lists = capped.group_by(["user_id", "day_n"]).aggregate(
-        pos_items=capped.item_id.collect(where=capped.kind == "pos", order_by=recent_first),
-        neg_items=capped.item_id.collect(where=capped.kind == "neg", order_by=recent_first),
-    )
+    # Ordered aggregation is not portable (Spark has none): collect (-ts, -item, item) structs, sort the
+    # array ascending (= most recent first, then the larger item id) and keep the item ids.
+    key = ibis.struct({"neg_ts": -capped.ts_ms, "neg_item": -capped.item_id, "item": capped.item_id})
+
+    def recent_first(kind: str) -> ir.ArrayValue:
+        return key.collect(where=capped.kind == kind).sort().map(lambda entry: entry.item)
+
+    lists = capped.group_by(["user_id", "day_n"]).aggregate(pos_items=recent_first("pos"), neg_items=recent_first("neg"))
     empty = ibis.literal([], type="array<int64>")
     joined = needed.left_join(lists, ["user_id", "day_n"])
     return joined.select(
