@@ -6,6 +6,8 @@ function, so which negatives are sampled may differ between engines; everything 
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -14,6 +16,7 @@ from twotower.config import parse_config
 from twotower.data.prepare import prepare_experiment
 
 pyspark = pytest.importorskip("pyspark", reason="the spark extra is not installed")
+pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs a Java runtime on PATH")
 
 
 @pytest.fixture(scope="module")
