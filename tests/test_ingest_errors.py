@@ -91,3 +91,21 @@ def test_items_table_wrong_type(tmp_path):
     cfg = parse_config(tiny_config_dict(events, items))
     with pytest.raises(DataError, match=r"bad_items.parquet: column 'creator_id' has type string, expected integer"):
         prepare_experiment(cfg, cfg.experiments[0], tmp_path / "out", progress=False)
+
+
+@pytest.mark.parametrize("kind", ["timestamp", "iso string", "epoch ms"])
+def test_timestamps_keep_their_milliseconds(tmp_path, kind):
+    frame = events_frame().iloc[:3].copy()
+    stamps = pd.to_datetime(["2022-05-01T15:59:59.600Z", "2022-05-01T16:00:00.400Z", "2022-05-01T08:00:00.999+08:00"], format="ISO8601", utc=True)
+    if kind == "timestamp":
+        frame["timestamp"] = stamps
+    elif kind == "iso string":
+        frame["timestamp"] = ["2022-05-01T15:59:59.600Z", "2022-05-01T16:00:00.400Z", "2022-05-01T08:00:00.999+08:00"]
+    else:
+        frame["timestamp"] = stamps.as_unit("ms").astype("int64")
+    events, _, _ = _load(tmp_path, frame)
+    out = events.order_by("ts_ms").execute()
+    assert out.ts_ms.tolist() == [1651363200999, 1651420799600, 1651420800400]
+    # 15:59:59.600 UTC is 23:59:59.6 on May 1st in Shanghai; 16:00:00.400 UTC is already May 2nd
+    days = dict(zip(out.ts_ms, out.day_n, strict=True))
+    assert days[1651420799600] + 1 == days[1651420800400]
