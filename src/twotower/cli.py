@@ -38,7 +38,7 @@ def prepare(config: ConfigArg, experiment: ExperimentOpt = None, out: OutOpt = N
         root = out or Path("prepared") / cfg.name
         for exp in experiments:
             result = prepare_experiment(cfg, exp, root / f"experiment_{exp.id}")
-            typer.echo(f"experiment {exp.id}: wrote {result.out_dir}")
+            typer.echo(f"\nexperiment {exp.id}: funnel\n{result.funnel.table()}\nwrote {result.out_dir}")
     except (ConfigError, DataError) as exc:
         _fail(str(exc))
 

@@ -89,6 +89,8 @@ def run_experiment(cfg: Config, exp: ExperimentConfig, directory: Path, progress
     """Prepare, embed, train and evaluate one experiment into ``directory``."""
     started = time.perf_counter()
     prepared = prepare_experiment(cfg, exp, directory / "prepared", progress=progress)
+    if progress:
+        print(f"\nexperiment {exp.id}: funnel\n{prepared.funnel.table()}\n", flush=True)
     data = Prepared.read(prepared.out_dir)
     train_items = data.items.loc[data.items["in_train"], "item_id"].to_numpy()
     item_table, content_report = build_item_table(cfg, data.items, train_items, progress=progress)
