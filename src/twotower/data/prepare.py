@@ -31,7 +31,7 @@ from twotower.data.ingest import Source, read_source
 from twotower.data.sampling import sample_ratio, sample_weight
 from twotower.data.validate import DataError
 
-STEPS = ("read", "clean", "windows", "filters", "sampling", "evaluation set", "features", "history", "write")
+STEPS = ("read", "clean", "windows", "filters and sampling", "evaluation set", "features", "history", "write")
 ITEM_KEEP = ("plays", "pos_rate", "mean_fraction", "likes", "shares")
 USER_KEEP = ("plays", "pos_rate", "mean_watch_s")
 FEATURE_KEYS = (("item_id", "item", ITEM_KEEP), ("creator_id", "creator", ITEM_KEEP), ("user_id", "user", USER_KEEP))
@@ -193,8 +193,7 @@ def prepare_experiment(
     popularity = train.group_by("item_id").aggregate(plays=train.count())
     step("windows")
     filtered, examples = training_examples(train, cfg, funnel)
-    step("filters")
-    step("sampling")
+    step("filters and sampling")
     funnel.record(f"validation day {exp.val_date}", val)
     eval_rows = evaluation_set(val, filtered, funnel)
     step("evaluation set")
