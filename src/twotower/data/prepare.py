@@ -31,7 +31,15 @@ from twotower.data.ingest import Source, read_source
 from twotower.data.sampling import sample_ratio, sample_weight
 from twotower.data.validate import DataError
 
-STEPS = ("read", "clean", "windows", "filters and sampling", "evaluation set", "features", "history", "write")
+STEPS = (
+    "read and clean",
+    "filters and sampling",
+    "evaluation set",
+    "base features",
+    "write examples",
+    "history snapshots",
+    "items, users, popularity",
+)
 ITEM_KEEP = ("plays", "pos_rate", "mean_fraction", "likes", "shares")
 USER_KEEP = ("plays", "pos_rate", "mean_watch_s")
 FEATURE_KEYS = (("item_id", "item", ITEM_KEEP), ("creator_id", "creator", ITEM_KEEP), ("user_id", "user", USER_KEEP))
@@ -181,17 +189,13 @@ def prepare_experiment(
     _fresh_dir(out_dir, overwrite)
     step = _Progress(progress, exp.id)
     funnel = Funnel()
-    con = connect(cfg.data.engine)
-    step("read")
-    events, source = load_events(con, cfg, funnel)
-    step("clean")
+    events, source = load_events(connect(cfg.data.engine), cfg, funnel)
+    step("read and clean")
     lookback_start = exp.train_start - dt.timedelta(days=cfg.history.lookback_days)
     events = select_window(events, lookback_start, exp.val_date, "experiment's days (lookback included)")
     train = select_window(events, exp.train_start, exp.train_end, "training window")
     val = select_window(events, exp.val_date, exp.val_date, "validation day")
     funnel.record(f"training window {exp.train_start} .. {exp.train_end}", train)
-    popularity = train.group_by("item_id").aggregate(plays=train.count())
-    step("windows")
     filtered, examples = training_examples(train, cfg, funnel)
     step("filters and sampling")
     funnel.record(f"validation day {exp.val_date}", val)
@@ -199,24 +203,25 @@ def prepare_experiment(
     step("evaluation set")
     days = examples.select("day_n").union(eval_rows.select("day_n")).distinct().cache()
     features = base_features(events, source.items, cfg, days)
+    step("base features")
     outcome_columns = ("fraction_watch", "watch_ms", "like", "share", "follow", "comment")
     examples = with_base_features(examples.drop(*outcome_columns), features)
+    _with_date(examples).order_by(["day", "user_id", "ts_ms", "item_id"]).to_parquet(out_dir / "train.parquet")
     eval_rows = with_base_features(eval_rows, features)
-    step("features")
+    _with_date(eval_rows).order_by(["user_id", "item_id"]).to_parquet(out_dir / "eval.parquet")
+    step("write examples")
     needed = examples.select("user_id", "day_n").union(eval_rows.select("user_id", "day_n")).distinct()
     item_watch = features.by_key["item_id"].select("item_id", "day_n", "item_mean_watch_s")
     history = history_snapshots(events, needed, item_watch, cfg.history.lookback_days, cfg.history.max_items)
-    step("history")
-    _with_date(examples).order_by(["day", "user_id", "ts_ms", "item_id"]).to_parquet(out_dir / "train.parquet")
-    _with_date(eval_rows).order_by(["user_id", "item_id"]).to_parquet(out_dir / "eval.parquet")
     _with_date(history).order_by(["day", "user_id"]).to_parquet(out_dir / "history.parquet")
+    step("history snapshots")
     item_table(events, source.items, filtered).to_parquet(out_dir / "items.parquet")
     if source.users is not None:
         source.users.order_by("user_id").to_parquet(out_dir / "users.parquet")
-    popularity.order_by("item_id").to_parquet(out_dir / "popularity.parquet")
+    train.group_by("item_id").aggregate(plays=train.count()).order_by("item_id").to_parquet(out_dir / "popularity.parquet")
+    step("items, users, popularity")
     funnel.notes["sources"] = list(source.files)
     funnel.notes["step_seconds"] = step.seconds
     funnel.write(out_dir / "funnel.json")
-    step("write")
     step.close()
     return PrepareResult(out_dir, funnel)
