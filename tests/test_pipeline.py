@@ -49,6 +49,9 @@ def test_run_writes_every_file(two_runs):
     assert "stand-in for BLIP" in tables
     metrics = json.loads((first / "experiment_1" / "metrics.json").read_text())
     assert metrics["metrics"]["model"]["n_users"] == 2 and metrics["metrics"]["model"]["n_rows"] == 5
+    assert metrics["evaluation_set"]["users_left_out"] == {"users without a negative row": 1, "users without a positive row": 1}
+    assert metrics["evaluation_set"]["share_of_rows_with_items_unseen_in_training"] == pytest.approx(0.6)
+    assert set(metrics["metrics"]) == {"model", "random", "popularity"}
 
 
 def test_second_run_is_separate_and_identical(two_runs):

@@ -148,7 +148,10 @@ class PrecomputedConfig(Strict):
 class ContentConfig(Strict):
     encoder: Literal["blip", "e5", "metadata", "precomputed"] = "metadata"
     pca_components: int = Field(128, ge=1)
-    cache_dir: Path = Path("../cache/content")
+    cache_dir: Path = Field(
+        default=Path("cache/content"),
+        description="Encoded-vector cache; the default is relative to the working directory (like runs/).",
+    )
     blip: BlipConfig | None = None
     e5: E5Config = E5Config()
     metadata: MetadataEncoderConfig = MetadataEncoderConfig()

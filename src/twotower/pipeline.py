@@ -23,7 +23,7 @@ from twotower.data.ingest import check_data_path
 from twotower.data.prepare import prepare_experiment
 from twotower.evaluate.baselines import popularity_scores, random_scores
 from twotower.evaluate.metrics import RankingMetrics, ranking_metrics
-from twotower.report import write_report
+from twotower.report import json_ready, metrics_json, write_report
 from twotower.train import TrainResult, load_checkpoint, score, train_model
 
 
@@ -110,11 +110,18 @@ def run_experiment(cfg: Config, exp: ExperimentConfig, directory: Path, progress
 
 def _write_experiment_json(outcome: ExperimentOutcome) -> None:
     training = outcome.training
+    funnel_notes = outcome.notes.get("funnel", {}).get("notes", {})
     payload = {
         "experiment": outcome.experiment.id,
         "status": outcome.status,
         "seconds": round(outcome.seconds, 2),
-        "metrics": {name: m.as_dict() for name, m in outcome.metrics.items()},
+        "metrics": {name: metrics_json(m) for name, m in outcome.metrics.items()},
+        "evaluation_set": {
+            "users_left_out": funnel_notes.get("evaluation users left out"),
+            "share_of_rows_with_items_unseen_in_training": funnel_notes.get(
+                "evaluation share of rows with items unseen in training"
+            ),
+        },
         "training": None
         if training is None
         else {
@@ -128,7 +135,8 @@ def _write_experiment_json(outcome: ExperimentOutcome) -> None:
         },
         **outcome.notes,
     }
-    (outcome.directory / "metrics.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    text = json.dumps(json_ready(payload), indent=2, default=str, allow_nan=False)
+    (outcome.directory / "metrics.json").write_text(text + "\n")
 
 
 def run(cfg: Config, out_root: Path = Path("runs"), progress: bool = True) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,11 +14,28 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from twotower.config import Config  # noqa: E402
 from twotower.content.pipeline import METADATA_NOTE  # noqa: E402
-from twotower.evaluate.metrics import SEED_METRICS  # noqa: E402
+from twotower.evaluate.metrics import SEED_METRICS, RankingMetrics  # noqa: E402
 from twotower.evaluate.tables import experiment_rows, results_table  # noqa: E402
 
 if TYPE_CHECKING:
     from twotower.pipeline import ExperimentOutcome
+
+
+def metrics_json(metrics: RankingMetrics) -> dict:
+    """A scorer's metrics and counts for JSON, without the metric-level left-out counts: the evaluation
+    set already holds only users with both labels; who was left out, and why, is in ``evaluation_set``."""
+    return {k: v for k, v in metrics.as_dict().items() if not k.startswith("n_users_left_out")}
+
+
+def json_ready(value):
+    """NaN and infinities become null, so that the JSON is valid for strict parsers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def experiments_table(outcomes: list[ExperimentOutcome]) -> str:
@@ -131,12 +149,12 @@ def write_report(cfg: Config, outcomes: list[ExperimentOutcome], run_dir: Path) 
                 "id": o.experiment.id,
                 "status": o.status,
                 "seconds": round(o.seconds, 2),
-                "metrics": {name: m.as_dict() for name, m in o.metrics.items()},
+                "metrics": {name: metrics_json(m) for name, m in o.metrics.items()},
             }
             for o in outcomes
         ],
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (run_dir / "summary.json").write_text(json.dumps(json_ready(summary), indent=2, allow_nan=False) + "\n")
     plot_metrics(outcomes, run_dir / "metrics.png")
     plot_training(outcomes, run_dir / "training.png")
     return text

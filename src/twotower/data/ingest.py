@@ -32,7 +32,19 @@ KUAIRAND_LOG_COLUMNS = {
     "is_follow": "integer",
     "is_comment": "integer",
 }
-KUAIRAND_ITEM_COLUMNS = {"video_id": "integer", "author_id": "integer", "video_duration": "number", "upload_dt": "date"}
+KUAIRAND_ITEM_COLUMNS = {
+    "video_id": "integer",
+    "author_id": "integer",
+    "video_duration": "number",
+    "upload_dt": "date",
+    "video_type": "string",
+    "upload_type": "string",
+    "music_id": "number",
+    "music_type": "number",
+    "tag": "string",
+    "server_width": "number",
+    "server_height": "number",
+}
 
 # The generic events table: one row per play. `timestamp` is UTC: a Parquet timestamp, an ISO-8601 string
 # or integer epoch milliseconds. Watch time and duration are in seconds. Flags are optional (0/1).

@@ -113,7 +113,8 @@ def training_examples(train: ir.Table, cfg: Config, funnel: Funnel) -> tuple[ir.
     )
     if filtered.count().execute() == 0:
         raise DataError("no training rows are left after the item and client filters")
-    watched = filtered.fraction_watch > (cfg.label.fraction_watch_above or 0.0)
+    threshold = cfg.label.fraction_watch_above
+    watched = filtered.fraction_watch > threshold if threshold is not None else ibis.literal(False)
     weighted = filtered.mutate(weight=sample_weight(filtered, cfg.sample_weight, watched).cast("float64"))
     examples = sample_ratio(weighted, cfg.sampling, cfg.seed).cache()
     funnel.record(f"sampled {cfg.sampling.positive}:{cfg.sampling.negative}", examples)

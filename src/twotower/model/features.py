@@ -194,7 +194,9 @@ class FeatureSpace:
             vectors = self._vectors(item_table)
             self.content_dim = vectors.shape[1]
             # PCA components have arbitrary scale: divide by the root mean square entry so inputs are ~unit.
-            rms = float(np.sqrt(np.mean(vectors.astype(np.float64) ** 2))) if vectors.size else 1.0
+            # Fitted, like everything here, on the training rows' items only.
+            fit = vectors[np.isin(item_table["item_id"].to_numpy(dtype=np.int64), rows["item_id"].to_numpy())]
+            rms = float(np.sqrt(np.mean(fit.astype(np.float64) ** 2))) if fit.size else 1.0
             self.content_scale = rms if rms > 1e-12 else 1.0
         return self
 
