@@ -49,3 +49,11 @@ def test_embed_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     item_ids, vectors = read_item_table(tmp_path / "out" / "item_embeddings.parquet")
     assert item_ids.tolist() == ids.tolist() and vectors.shape == (20, 4)
     assert (tmp_path / "out" / "item_embeddings.json").is_file()
+    # what `prepare --out elsewhere` wrote is found with --prepared
+    elsewhere = tmp_path / "elsewhere" / "experiment_1"
+    elsewhere.mkdir(parents=True)
+    pd.DataFrame({"item_id": ids[:12], "in_train": ids[:12] < 10}).to_parquet(elsewhere / "items.parquet")
+    result = runner.invoke(app, ["embed", "c.toml", "--prepared", "elsewhere"])
+    assert result.exit_code == 0, result.output
+    item_ids, vectors = read_item_table(elsewhere / "item_embeddings.parquet")
+    assert item_ids.tolist() == ids[:12].tolist() and vectors.shape == (12, 4)

@@ -1,4 +1,4 @@
-"""Command line: ``twotower prepare | embed | train | evaluate | run | metrics``.
+"""Command line: ``twotower prepare | embed | run | metrics``.
 
 Each command is a thin wrapper: it parses arguments, calls one library function and turns the library's
 errors into a one-line message and a non-zero exit code.
@@ -44,12 +44,19 @@ def prepare(config: ConfigArg, experiment: ExperimentOpt = None, out: OutOpt = N
 
 
 @app.command()
-def embed(config: ConfigArg, experiment: ExperimentOpt = None, out: OutOpt = None, data: DataOpt = None) -> None:
+def embed(
+    config: ConfigArg,
+    experiment: ExperimentOpt = None,
+    out: OutOpt = None,
+    prepared: Annotated[
+        Path | None, typer.Option("--prepared", help="What `prepare --out` wrote (default: prepared/<config name>).")
+    ] = None,
+) -> None:
     """Encode item content and reduce it with PCA fitted on the training window's items."""
     from twotower.content.pipeline import embed_command
 
     try:
-        embed_command(load_config(config, data_path=data), experiment, out)
+        embed_command(load_config(config), experiment, out, prepared)
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
 

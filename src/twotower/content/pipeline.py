@@ -96,19 +96,21 @@ def read_item_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return ids.astype(np.int64), flat.astype(np.float32).reshape(len(ids), -1)
 
 
-def embed_command(config: Config, experiment_id: int | None, out: Path | None) -> None:
-    """``twotower embed``: for each experiment, read ``prepared/<name>/experiment_<id>/items.parquet``
-    and write ``item_embeddings.parquet`` and ``item_embeddings.json`` (the report) into ``out`` (or the
-    prepared directory; with several experiments and ``--out``, into ``out/experiment_<id>``)."""
+def embed_command(config: Config, experiment_id: int | None, out: Path | None, prepared_root: Path | None = None) -> None:
+    """``twotower embed``: for each experiment, read ``<prepared_root>/experiment_<id>/items.parquet``
+    (``prepared_root`` as given to ``prepare --out``; default ``prepared/<name>``) and write
+    ``item_embeddings.parquet`` and ``item_embeddings.json`` (the report) into ``out`` (or the prepared
+    directory; with several experiments and ``--out``, into ``out/experiment_<id>``)."""
     experiments = (
         [config.experiment(experiment_id)] if experiment_id is not None else list(config.experiments)
     )
     for experiment in experiments:
-        prepared = Path("prepared") / config.name / f"experiment_{experiment.id}"
+        prepared = (prepared_root or Path("prepared") / config.name) / f"experiment_{experiment.id}"
         items_path = prepared / "items.parquet"
         if not items_path.is_file():
             raise ValueError(
-                f"{items_path} not found: run `twotower prepare CONFIG --experiment {experiment.id}` first"
+                f"{items_path} not found: run `twotower prepare CONFIG --experiment {experiment.id}` first "
+                "(and pass its --out as --prepared)"
             )
         items = pd.read_parquet(items_path)
         if "in_train" not in items.columns:
