@@ -189,7 +189,12 @@ class ModelConfig(Strict):
     context_dim: int = Field(8, ge=1, description="Embedding size of day of week and of hour of day.")
     creator_id_embedding: bool = Field(True, description="'creator' group: also a creator id embedding.")
     creator_min_count: int = Field(5, ge=1, description="Creators with fewer training rows share the rare bucket.")
-    max_history: int = Field(100, ge=1, description="History ids used per list (most recent first).")
+    max_history: int = Field(
+        100,
+        ge=1,
+        description="History ids the model uses per list (the most recent ones); history.max_items bounds "
+        "what the data step keeps, so a larger value here has no effect.",
+    )
 
 
 class TrainConfig(Strict):
@@ -197,7 +202,9 @@ class TrainConfig(Strict):
     epochs: int = Field(10, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    patience: int = Field(2, ge=0)
+    patience: int = Field(
+        2, ge=0, description="Stop after more than this many epochs without a better held-out metric."
+    )
     device: str = "auto"
     eval_batch_size: int = Field(8192, ge=1, description="Batch size for scoring the held-out day.")
 

@@ -23,6 +23,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
 from twotower.config import ModelConfig, TrainConfig
+from twotower.evaluate.metrics import ranking_metrics
 from twotower.model.features import Encoded, FeatureSpace, day_number
 from twotower.model.two_tower import TwoTower
 
@@ -80,18 +81,11 @@ def deterministic(seed: int, device: torch.device):
 
 
 def per_user_auc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tuple[float, int]:
-    """Mean over users with both labels of the ROC AUC of their rows (ties count half) -> (mean, n_users).
-    Rank formula: AUC = (sum of positive ranks - P(P+1)/2) / (P N), ranks averaged over ties."""
-    frame = pd.DataFrame({"u": users, "y": (np.asarray(labels) > 0).astype(np.float64), "s": scores})
-    frame["r"] = frame.groupby("u")["s"].rank(method="average")
-    frame["ry"] = frame["r"] * frame["y"]
-    g = frame.groupby("u").agg(p=("y", "sum"), n=("y", "size"), rank_sum=("ry", "sum"))
-    g = g[(g.p > 0) & (g.p < g.n)]
-    if g.empty:
-        return float("nan"), 0
-    neg = g.n - g.p
-    auc = (g.rank_sum - g.p * (g.p + 1) / 2) / (g.p * neg)
-    return float(auc.mean()), len(g)
+    """Mean over users with both labels of the ROC AUC of their rows -> (mean, n_users): the ``auc`` of
+    the results table (``twotower.evaluate.metrics``), so early stopping and reporting agree."""
+    result = ranking_metrics(users, np.arange(len(users)), (np.asarray(labels) > 0).astype(np.int8), scores)
+    auc = result.values["auc"]
+    return (float("nan") if auc is None else float(auc)), result.n_users
 
 
 def _with_creator(rows: pd.DataFrame, items: pd.DataFrame | None) -> pd.DataFrame:
