@@ -49,23 +49,6 @@ EVENT_COLUMNS = (
     "follow",
     "comment",
 )
-EVENT_FLAGS = ("like", "share", "follow", "comment")
-
-ITEM_COLUMNS = ("item_id", "creator_id", "duration_ms", "upload_date")
-ITEM_OPTIONAL_COLUMNS = (
-    "video_type",
-    "upload_type",
-    "music_id",
-    "music_type",
-    "tags",
-    "width",
-    "height",
-    "caption",
-    "cover_text",
-)
-
-EXAMPLE_KEYS = ("user_id", "item_id", "creator_id", "day")
-CONTEXT = ("dow", "hour")
 
 # Point-in-time base features: computed from days [day - lookback, day - 1] only.
 USER_BASE = ("user_plays", "user_pos_rate", "user_mean_watch_s", "user_has_past")

@@ -15,7 +15,6 @@ sort over those rows only.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -440,7 +439,3 @@ def ranking_metrics(
         per_user=table,
     )
 
-
-def is_available(value: float | None) -> bool:
-    """False for a metric that no user qualified for (``None`` or NaN)."""
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
