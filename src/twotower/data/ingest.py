@@ -183,21 +183,18 @@ def _kuairand_users(con: ibis.BaseBackend, root: Path) -> ir.Table | None:
         return None
     raw = con.read_csv(str(files[0]))
     require_columns(raw, {"user_id": "integer"}, str(files[0]))
-    numeric = [
-        name
-        for name, dtype in raw.schema().items()
-        if name != "user_id" and (dtype.is_integer() or dtype.is_floating()) and not name.endswith("_range")
-    ]
-    columns = {f"static_{name}": raw[name].cast("float64") for name in numeric}
     # The activity degree is the one categorical column worth keeping: encode it as an ordinal.
+    degree = {}
     if "user_active_degree" in raw.schema():
-        degree = raw.user_active_degree
-        columns["static_active_degree"] = (
-            degree.cases(
-                ("full_active", 3.0), ("high_active", 2.0), ("middle_active", 1.0), else_=0.0
-            )
-        )
-    return raw.select(user_id=raw.user_id.cast("int64"), **columns).distinct(on="user_id", keep="first")
+        cases = (("full_active", 3.0), ("high_active", 2.0), ("middle_active", 1.0))
+        degree["static_active_degree"] = raw.user_active_degree.cases(*cases, else_=0.0)
+    return _static_users(raw, **degree).distinct(on="user_id", keep="first")
+
+
+def _static_users(raw: ir.Table, **extra: ir.Value) -> ir.Table:
+    """user_id and every numeric column as ``static_<name>`` (float64), plus ``extra`` columns."""
+    numeric = [n for n, t in raw.schema().items() if n != "user_id" and (t.is_integer() or t.is_floating())]
+    return raw.select(user_id=raw.user_id.cast("int64"), **{f"static_{n}": raw[n].cast("float64") for n in numeric}, **extra)
 
 
 def _read_generic(con: ibis.BaseBackend, cfg: DataConfig) -> Source:
@@ -275,5 +272,4 @@ def _generic_items(con: ibis.BaseBackend, path: Path) -> ir.Table:
 def _generic_users(con: ibis.BaseBackend, path: Path) -> ir.Table:
     raw = _read_table(con, path)
     require_columns(raw, {"user_id": "integer"}, str(path))
-    numeric = [n for n, t in raw.schema().items() if n != "user_id" and (t.is_integer() or t.is_floating())]
-    return raw.select(user_id=raw.user_id.cast("int64"), **{f"static_{n}": raw[n].cast("float64") for n in numeric})
+    return _static_users(raw)

@@ -106,12 +106,12 @@ def training_examples(train: ir.Table, cfg: Config, funnel: Funnel) -> tuple[ir.
     funnel.record(f"item filter (>= {cfg.filters.item.min_interactions} plays)", items_kept)
     client = cfg.filters.client
     filtered = filter_clients(items_kept, cfg.filters).cache()
-    funnel.record(
+    step = funnel.record(
         f"client filter ({client.min_interactions}..{client.max_interactions} plays, "
         f">= {client.min_positives} pos, >= {client.min_negatives} neg)",
         filtered,
     )
-    if filtered.count().execute() == 0:
+    if step.rows == 0:
         raise DataError("no training rows are left after the item and client filters")
     threshold = cfg.label.fraction_watch_above
     watched = filtered.fraction_watch > threshold if threshold is not None else ibis.literal(False)
