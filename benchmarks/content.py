@@ -14,19 +14,22 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.content_quality
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def bench_e5(kuairec_dir: Path) -> dict:
+    from tests.content_quality import kuairec_caption_items, neighbour_category_share
     from twotower.config import E5Config
     from twotower.content.e5 import E5Encoder
     from twotower.content.pca import ContentPCA
-    from twotower.content.quality import kuairec_caption_items, neighbour_category_share
 
     items = kuairec_caption_items(kuairec_dir / "kuairec_caption_category.csv")
     encoder = E5Encoder(E5Config(fields=("caption", "cover_text")))
@@ -38,7 +41,7 @@ def bench_e5(kuairec_dir: Path) -> dict:
     keep = out.has_content & (items["category"].to_numpy() >= 0)
     labels = items["category"].to_numpy()[keep]
     share, chance = neighbour_category_share(out.vectors[keep], labels, k=10)
-    reduced = ContentPCA.fit(out.vectors[keep], 128).transform(out.vectors[keep])
+    reduced = ContentPCA(128).fit(out.vectors[keep]).transform(out.vectors[keep])
     share_pca, _ = neighbour_category_share(reduced, labels, k=10)
     return {
         "rows": len(items),

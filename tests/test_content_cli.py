@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from twotower.cli import app
-from twotower.content.pipeline import read_item_table
+from twotower.content.item_table import read_item_table
 
 CONFIG = """
 name = "cli"

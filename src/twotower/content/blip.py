@@ -29,7 +29,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from twotower.config import BlipConfig
-from twotower.content.encoders import Encoded, Encoder, text_of
+from twotower.content.encoder import Encoder, ItemVectors, text_of
 
 VIDEO_SUFFIXES = (".mp4",)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -239,7 +239,7 @@ class BlipEncoder(Encoder):
             out[batch] = self.embed_texts([texts[i] for i in batch])
         return out
 
-    def encode(self, items: pd.DataFrame, progress: bool = True) -> Encoded:
+    def encode(self, items: pd.DataFrame, progress: bool = True) -> ItemVectors:
         item_ids = items["item_id"].to_numpy(dtype=np.int64)
         p, combine = self.projection_dim, self.config.combine
         image = np.zeros((len(items), p), dtype=np.float32)
@@ -257,7 +257,7 @@ class BlipEncoder(Encoder):
             vectors = np.concatenate([image, text], axis=1)
         else:
             vectors = image + text
-        return Encoded(vectors, has)
+        return ItemVectors(vectors, has)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

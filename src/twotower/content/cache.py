@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from twotower.content.encoders import Encoded, Encoder
+from twotower.content.encoder import Encoder, ItemVectors
 
 
 class VectorCache:
@@ -70,12 +70,12 @@ class VectorCache:
         positions = np.where(found, order[idx], -1)
         return found, positions
 
-    def get(self, positions: np.ndarray) -> Encoded:
+    def get(self, positions: np.ndarray) -> ItemVectors:
         """Cached vectors at ``positions`` (from :meth:`lookup`, all >= 0)."""
         assert self._vectors is not None
-        return Encoded(self._vectors[positions], self._has[positions])
+        return ItemVectors(self._vectors[positions], self._has[positions])
 
-    def add(self, item_ids: np.ndarray, encoded: Encoded) -> None:
+    def add(self, item_ids: np.ndarray, encoded: ItemVectors) -> None:
         """Write one new shard with ``item_ids`` (n,) and their vectors; keep them in memory too."""
         item_ids = np.asarray(item_ids, dtype=np.int64)
         if len(item_ids) == 0:
@@ -102,7 +102,7 @@ class VectorCache:
 
 def encode_with_cache(
     encoder: Encoder, items: pd.DataFrame, cache_root: Path | None, progress: bool = True
-) -> tuple[Encoded, dict]:
+) -> tuple[ItemVectors, dict]:
     """Encode ``items`` with ``encoder``, reading and filling the cache under ``cache_root``.
 
     Returns the vectors for all items (in order) and ``{"hits", "misses", "cache_dir"}``. Without a cache

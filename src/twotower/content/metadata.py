@@ -26,11 +26,17 @@ import numpy as np
 import pandas as pd
 
 from twotower.config import MetadataEncoderConfig
-from twotower.content.encoders import Encoded, Encoder
+from twotower.content.encoder import Encoder, ItemVectors
 
 CATEGORICAL = ("video_type", "upload_type", "music_type")
 IDS = ("creator_id", "music_id")
 OTHER, MISSING = "<other>", "<missing>"
+# Every result computed from these vectors says so (the content report and the run's tables carry it).
+METADATA_NOTE = (
+    "content vectors come from the 'metadata' encoder (the item's own side information: tags, categories, "
+    "creator, music, duration, aspect ratio) as a stand-in for BLIP video embeddings; this data set has no "
+    "captions, covers or video files"
+)
 
 
 def _as_str(values: pd.Series) -> pd.Series:
@@ -81,9 +87,10 @@ class MetadataEncoder(Encoder):
 
     def __init__(self, config: MetadataEncoderConfig) -> None:
         self.config = config
-        self.vocab: dict[str, list[str]] | None = None
-        self.duration_mean = 0.0
-        self.duration_std = 1.0
+        # learned by fit (scikit-learn convention: learned state ends with "_")
+        self.vocab_: dict[str, list[str]] | None = None
+        self.duration_mean_ = 0.0
+        self.duration_std_ = 1.0
 
     # ---- fitting -------------------------------------------------------------------------------
     def fit(self, items: pd.DataFrame) -> MetadataEncoder:
@@ -95,24 +102,24 @@ class MetadataEncoder(Encoder):
         for name in IDS:
             counts = _as_str(_column(items, name)).dropna().value_counts()
             vocab[name] = sorted(counts.index[counts >= self.config.min_count], key=_sort_key)
-        self.vocab = vocab
+        self.vocab_ = vocab
         seconds = self._log_seconds(items)
         seconds = seconds[~np.isnan(seconds)]
         if len(seconds) > 1:
-            self.duration_mean = float(seconds.mean())
-            self.duration_std = float(seconds.std()) or 1.0
+            self.duration_mean_ = float(seconds.mean())
+            self.duration_std_ = float(seconds.std()) or 1.0
         return self
 
     @property
     def columns(self) -> list[str]:
         """The name of every output column, in order."""
-        if self.vocab is None:
+        if self.vocab_ is None:
             raise RuntimeError("MetadataEncoder.fit must be called before encoding")
-        cols = [f"tag={t}" for t in self.vocab["tag"]] + [f"tag={OTHER}", f"tag={MISSING}"]
+        cols = [f"tag={t}" for t in self.vocab_["tag"]] + [f"tag={OTHER}", f"tag={MISSING}"]
         for name in CATEGORICAL:
-            cols += [f"{name}={v}" for v in self.vocab[name]] + [f"{name}={OTHER}", f"{name}={MISSING}"]
+            cols += [f"{name}={v}" for v in self.vocab_[name]] + [f"{name}={OTHER}", f"{name}={MISSING}"]
         for name in IDS:
-            cols += [f"{name}={v}" for v in self.vocab[name]]
+            cols += [f"{name}={v}" for v in self.vocab_[name]]
             cols += [f"{name}=<rare:{k}>" for k in range(self.config.rare_buckets)] + [f"{name}={MISSING}"]
         cols += ["log_duration"] + [f"duration_bin={k}" for k in range(self.config.duration_bins)]
         cols += [f"duration={MISSING}", "log_aspect"]
@@ -123,12 +130,12 @@ class MetadataEncoder(Encoder):
         state = {
             "config": self.config.model_dump(),
             "columns": self.columns,
-            "duration": [self.duration_mean, self.duration_std],
+            "duration": [self.duration_mean_, self.duration_std_],
         }
         return "metadata-v1:" + hashlib.sha1(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
     # ---- encoding ------------------------------------------------------------------------------
-    def encode(self, items: pd.DataFrame, progress: bool = True) -> Encoded:
+    def encode(self, items: pd.DataFrame, progress: bool = True) -> ItemVectors:
         columns = self.columns
         index = {c: i for i, c in enumerate(columns)}
         n = len(items)
@@ -136,7 +143,7 @@ class MetadataEncoder(Encoder):
         rows = np.arange(n)
         present = np.zeros(n, dtype=bool)
 
-        known_tags = set(self.vocab["tag"])
+        known_tags = set(self.vocab_["tag"])
         for r, tags in enumerate(_tags(_column(items, "tags"))):
             for t in tags:
                 x[r, index[f"tag={t if t in known_tags else OTHER}"]] = 1.0
@@ -145,14 +152,14 @@ class MetadataEncoder(Encoder):
             present[r] |= bool(tags)
 
         for name in CATEGORICAL:
-            known = set(self.vocab[name])
+            known = set(self.vocab_[name])
             values = _as_str(_column(items, name))
             cols = [index[f"{name}={MISSING if v is None else (v if v in known else OTHER)}"] for v in values]
             x[rows, cols] = 1.0
             present |= values.notna().to_numpy()
 
         for name in IDS:
-            known = set(self.vocab[name])
+            known = set(self.vocab_[name])
             values = _as_str(_column(items, name))
             cols = []
             for v in values:
@@ -169,7 +176,7 @@ class MetadataEncoder(Encoder):
         seconds = self._log_seconds(items)
         missing = np.isnan(seconds)
         x[:, index["log_duration"]] = np.where(
-            missing, 0.0, (seconds - self.duration_mean) / self.duration_std
+            missing, 0.0, (seconds - self.duration_mean_) / self.duration_std_
         )
         lo, hi = np.log1p(self.DURATION_RANGE_S[0]), np.log1p(self.DURATION_RANGE_S[1])
         bins = np.clip(
@@ -188,7 +195,7 @@ class MetadataEncoder(Encoder):
         x[rows[~missing], first_orientation + orientation[~missing]] = 1.0
         x[missing, index[f"aspect={MISSING}"]] = 1.0
         present |= ~missing
-        return Encoded(x, present)
+        return ItemVectors(x, present)
 
     @staticmethod
     def _log_seconds(items: pd.DataFrame) -> np.ndarray:

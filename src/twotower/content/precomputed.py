@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from twotower.config import PrecomputedConfig
-from twotower.content.encoders import Encoded, Encoder
+from twotower.content.encoder import Encoder, ItemVectors
 
 
 def read_vectors(path: Path, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +87,7 @@ class PrecomputedEncoder(Encoder):
             self._data = read_vectors(self.config.path, self.config.dim)
         return self._data
 
-    def encode(self, items: pd.DataFrame, progress: bool = True) -> Encoded:
+    def encode(self, items: pd.DataFrame, progress: bool = True) -> ItemVectors:
         ids, vectors = self._vectors()
         wanted = items["item_id"].to_numpy(dtype=np.int64)
         positions = pd.Index(ids).get_indexer(wanted)
@@ -100,4 +100,4 @@ class PrecomputedEncoder(Encoder):
         out = np.zeros((len(wanted), vectors.shape[1]), dtype=np.float32)
         out[found] = vectors[positions[found]]
         self.last_missing = {"count": int((~found).sum()), "examples": wanted[~found][:10].tolist()}
-        return Encoded(out, found)
+        return ItemVectors(out, found)

@@ -1,7 +1,5 @@
-"""Content pipeline: encode every item (with the cache), fit PCA on the training window, write the table.
-
-``build_item_table`` is the library function; ``embed_command`` is what ``twotower embed`` runs.
-"""
+"""The content table: encode every item (with the cache), fit PCA on the training window's items, and
+write/read the table (``item_id`` + a ``pca_components``-d vector per item) as Parquet."""
 
 from __future__ import annotations
 
@@ -16,14 +14,9 @@ import pyarrow.parquet as pq
 
 from twotower.config import Config
 from twotower.content.cache import encode_with_cache
-from twotower.content.encoders import make_encoder
+from twotower.content.metadata import METADATA_NOTE
 from twotower.content.pca import ContentPCA
-
-METADATA_NOTE = (
-    "content vectors come from the 'metadata' encoder (the item's own side information: tags, categories, "
-    "creator, music, duration, aspect ratio) as a stand-in for BLIP video embeddings; this data set has no "
-    "captions, covers or video files"
-)
+from twotower.content.registry import make_encoder
 
 
 def build_item_table(
@@ -49,7 +42,7 @@ def build_item_table(
     encode_seconds = time.perf_counter() - started
 
     fit_rows = is_train & encoded.has_content
-    pca = ContentPCA.fit(encoded.vectors[fit_rows], content.pca_components, seed=config.seed)
+    pca = ContentPCA(content.pca_components, seed=config.seed).fit(encoded.vectors[fit_rows])
     reduced = pca.transform(encoded.vectors, encoded.has_content)
 
     table = pd.DataFrame({"item_id": item_ids, "vector": list(reduced)})
@@ -60,7 +53,7 @@ def build_item_table(
         "input_dim": int(encoded.vectors.shape[1]),
         "pca_components": content.pca_components,
         "explained_variance_ratio_total": pca.explained_variance_total,
-        "explained_variance_ratio_first_10": [round(float(v), 6) for v in pca.explained_variance_ratio[:10]],
+        "explained_variance_ratio_first_10": [round(float(v), 6) for v in pca.explained_variance_ratio_[:10]],
         "items": len(items),
         "train_items": int(is_train.sum()),
         "pca_fit_items": int(fit_rows.sum()),
@@ -96,38 +89,21 @@ def read_item_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return ids.astype(np.int64), flat.astype(np.float32).reshape(len(ids), -1)
 
 
-def embed_command(config: Config, experiment_id: int | None, out: Path | None, prepared_root: Path | None = None) -> None:
-    """``twotower embed``: for each experiment, read ``<prepared_root>/experiment_<id>/items.parquet``
-    (``prepared_root`` as given to ``prepare --out``; default ``prepared/<name>``) and write
-    ``item_embeddings.parquet`` and ``item_embeddings.json`` (the report) into ``out`` (or the prepared
-    directory; with several experiments and ``--out``, into ``out/experiment_<id>``)."""
-    experiments = (
-        [config.experiment(experiment_id)] if experiment_id is not None else list(config.experiments)
-    )
-    for experiment in experiments:
-        prepared = (prepared_root or Path("prepared") / config.name) / f"experiment_{experiment.id}"
-        items_path = prepared / "items.parquet"
-        if not items_path.is_file():
-            raise ValueError(
-                f"{items_path} not found: run `twotower prepare CONFIG --experiment {experiment.id}` first "
-                "(and pass its --out as --prepared)"
-            )
-        items = pd.read_parquet(items_path)
-        if "in_train" not in items.columns:
-            raise ValueError(f"{items_path} has no 'in_train' column; re-run `twotower prepare`")
-        train_ids = items.loc[items["in_train"].astype(bool), "item_id"].to_numpy(dtype=np.int64)
-        table, report = build_item_table(config, items, train_ids)
-        if out is None:
-            target = prepared
-        else:
-            target = Path(out) if len(experiments) == 1 else Path(out) / f"experiment_{experiment.id}"
-        report["experiment"] = experiment.id
-        write_item_table(table, target / "item_embeddings.parquet")
-        (target / "item_embeddings.json").write_text(json.dumps(report, indent=2) + "\n")
-        print(
-            f"experiment {experiment.id}: {len(table)} items, {report['encoder']} ({report['input_dim']}-d) -> "
-            f"PCA {report['pca_components']} (explained variance {report['explained_variance_ratio_total']:.3f}); "
-            f"wrote {target / 'item_embeddings.parquet'}"
-        )
-        if "note" in report:
-            print(f"note: {report['note']}")
+def embed_prepared(config: Config, prepared_dir: Path, out_dir: Path, experiment_id: int | None = None) -> dict:
+    """Build the content table for one experiment's prepared directory (``items.parquet``, written by
+    ``prepare``) and write ``item_embeddings.parquet`` and ``item_embeddings.json`` (the report) into
+    ``out_dir``; returns the report."""
+    items_path = Path(prepared_dir) / "items.parquet"
+    if not items_path.is_file():
+        raise ValueError(f"{items_path} not found: run `twotower prepare` first (and pass its --out as --prepared)")
+    items = pd.read_parquet(items_path)
+    if "in_train" not in items.columns:
+        raise ValueError(f"{items_path} has no 'in_train' column; re-run `twotower prepare`")
+    train_ids = items.loc[items["in_train"].astype(bool), "item_id"].to_numpy(dtype=np.int64)
+    table, report = build_item_table(config, items, train_ids)
+    if experiment_id is not None:
+        report["experiment"] = experiment_id
+    write_item_table(table, Path(out_dir) / "item_embeddings.parquet")
+    report["path"] = str(Path(out_dir) / "item_embeddings.parquet")
+    (Path(out_dir) / "item_embeddings.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

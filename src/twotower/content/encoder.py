@@ -1,4 +1,4 @@
-"""The content-encoder interface and the registry that builds an encoder from the config.
+"""The content-encoder interface: the :class:`Encoder` base class and its output, :class:`ItemVectors`.
 
 An encoder turns the canonical items table (``twotower.data.schema``: one row per item) into a float32
 matrix with one row per item, in the table's order. Encoders that learn something from the items (the
@@ -14,11 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from twotower.config import ContentConfig
-
 
 @dataclass
-class Encoded:
+class ItemVectors:
     """Vectors for ``n`` items: ``vectors`` (n, dim) float32; ``has_content`` (n,) bool.
 
     Items without any content (no caption, no media, no precomputed vector) get a zero row and
@@ -48,32 +46,9 @@ class Encoder:
         """A string that changes whenever the same item would get a different vector; None: no cache."""
         return None
 
-    def encode(self, items: pd.DataFrame, progress: bool = True) -> Encoded:
-        """Encode ``len(items)`` items into an :class:`Encoded` with one row per item, in order."""
+    def encode(self, items: pd.DataFrame, progress: bool = True) -> ItemVectors:
+        """Encode ``len(items)`` items into an :class:`ItemVectors` with one row per item, in order."""
         raise NotImplementedError
-
-
-def make_encoder(content: ContentConfig) -> Encoder:
-    """Build the encoder named by ``content.encoder`` from its config section."""
-    if content.encoder == "blip":
-        from twotower.content.blip import BlipEncoder
-
-        assert content.blip is not None  # guaranteed by ContentConfig's validator
-        return BlipEncoder(content.blip)
-    if content.encoder == "e5":
-        from twotower.content.e5 import E5Encoder
-
-        return E5Encoder(content.e5)
-    if content.encoder == "metadata":
-        from twotower.content.metadata import MetadataEncoder
-
-        return MetadataEncoder(content.metadata)
-    if content.encoder == "precomputed":
-        from twotower.content.precomputed import PrecomputedEncoder
-
-        assert content.precomputed is not None
-        return PrecomputedEncoder(content.precomputed)
-    raise ValueError(f"unknown content encoder {content.encoder!r}")
 
 
 def text_of(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str]:
