@@ -11,8 +11,9 @@ import torch
 
 from twotower.config import ModelConfig
 from twotower.data.schema import CREATOR_BASE, ITEM_BASE, USER_BASE
-from twotower.model.features import FeatureSpace, IdVocab
+from twotower.model.feature_space import FeatureSpace
 from twotower.model.two_tower import TwoTower
+from twotower.model.vocab import IdVocab
 
 CONTENT_DIM = 128
 DAY0 = dt.date(2022, 4, 25)
@@ -117,7 +118,7 @@ def small_config(**kw) -> ModelConfig:
 def build(cfg: ModelConfig, data: dict) -> tuple[FeatureSpace, TwoTower, dict]:
     space = FeatureSpace(cfg).fit(data["train"], data["users"], data["item_table"])
     encoded = space.transform(data["train"], data["history"], data["users"])
-    content = space.content_matrix(data["item_table"]) if space.content_ids is not None else None
+    content = space.content_matrix(data["item_table"]) if space.content_ids_ is not None else None
     torch.manual_seed(0)
     return space, TwoTower(cfg, space.dims(), content), encoded
 
@@ -128,7 +129,7 @@ def data() -> dict:
 
 
 def test_id_vocab_has_out_of_vocabulary_zero_and_buckets_rare_ids():
-    vocab = IdVocab.fit(np.array([5, 5, 7, 9, 9, 9]), min_count=2)
+    vocab = IdVocab(min_count=2).fit(np.array([5, 5, 7, 9, 9, 9]))
     assert list(vocab.transform(np.array([5, 9, 7, 123]))) == [1, 2, 0, 0]
     assert len(vocab) == 3
 
@@ -157,7 +158,7 @@ def test_history_mean_is_exact_over_known_items_and_flags_empty(data):
     batch = encoded[torch.arange(len(encoded))]
     table = data["item_table"].set_index("item_id")["vector"]
     hist = data["history"].set_index(["user_id", "day"])
-    scale = space.content_scale
+    scale = space.content_scale_
     checked_empty = checked_mean = 0
     for i in range(0, len(data["train"]), 7):
         row = data["train"].iloc[i]

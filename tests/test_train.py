@@ -11,9 +11,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from tests.test_model import ALL_ITEM, ALL_USER, small_config, synthetic
+from twotower.checkpoint import load_checkpoint
 from twotower.config import TrainConfig
 from twotower.data.schema import CREATOR_BASE, ITEM_BASE, USER_BASE
-from twotower.train import embed_items, embed_users, load_checkpoint, per_user_auc, score, train_model
+from twotower.evaluate.metrics import mean_user_auc
+from twotower.inference import embed_items, embed_users, score
+from twotower.train import train_model
 
 FAST = TrainConfig(batch_size=64, epochs=4, learning_rate=1e-2, patience=1, device="cpu")
 
@@ -25,7 +28,6 @@ def _train(data: dict, out, cfg=None, train_cfg=FAST, seed=0):
         train_cfg,
         data["train"],
         data["history"],
-        data["items"],
         data["users"],
         data["item_table"],
         out,
@@ -43,16 +45,16 @@ def trained(data, tmp_path_factory):
     return _train(data, tmp_path_factory.mktemp("run"))
 
 
-def test_per_user_auc_matches_sklearn():
+def test_mean_user_auc_matches_sklearn():
     rng = np.random.default_rng(0)
     users = np.repeat(np.arange(6), 12)
     labels = rng.integers(0, 2, len(users))
     labels[users == 5] = 1  # one user without a negative: skipped
     scores = np.round(rng.normal(size=len(users)), 1)  # ties
     expected = np.mean([roc_auc_score(labels[users == u], scores[users == u]) for u in range(5)])
-    mean, n = per_user_auc(users, labels, scores)
+    mean, n = mean_user_auc(users, labels, scores)
     assert n == 5 and mean == pytest.approx(expected)
-    assert np.isnan(per_user_auc(np.zeros(3), np.ones(3), np.arange(3))[0])
+    assert np.isnan(mean_user_auc(np.zeros(3), np.ones(3), np.arange(3))[0])
 
 
 def test_training_holds_out_the_last_training_day_and_saves_the_best_epoch(data, trained):
@@ -77,7 +79,7 @@ def test_checkpoint_rebuilds_the_model_alone(data, trained):
     assert logits.shape == (len(data["eval"]),) and np.isfinite(logits).all()
     # the held-out metric recorded in the checkpoint is reproduced from the file
     held = data["train"][data["train"]["day"] == data["train"]["day"].max()]
-    auc, _ = per_user_auc(
+    auc, _ = mean_user_auc(
         held["user_id"].to_numpy(),
         held["label"].to_numpy(),
         score(bundle, held, data["history"], data["users"]),
@@ -86,11 +88,9 @@ def test_checkpoint_rebuilds_the_model_alone(data, trained):
     # unseen users/items/creators (out of vocabulary) still score
     odd = data["eval"].head(3).assign(user_id=-5, item_id=-6, creator_id=-7)
     assert np.isfinite(score(bundle, odd, data["history"], data["users"])).all()
-    # creator_id comes from items.parquet when the rows lack it
-    np.testing.assert_allclose(
-        score(bundle, data["eval"].drop(columns="creator_id"), data["history"], data["users"], data["items"]),
-        logits,
-    )
+    # creator_id is joined once, in prepare: rows without it are an error, never a silent "unknown creator"
+    with pytest.raises(KeyError, match="creator_id"):
+        score(bundle, data["eval"].drop(columns="creator_id"), data["history"], data["users"])
 
 
 def test_same_seed_gives_identical_results_and_another_seed_does_not(data, trained, tmp_path):
@@ -120,7 +120,7 @@ def test_item_bias_learns_the_item_level_signal(data, tmp_path):
     # and it generalises to the evaluation day
     logits = score(bundle, data["eval"], data["history"], data["users"])
     assert (
-        per_user_auc(data["eval"]["user_id"].to_numpy(), data["eval"]["label"].to_numpy(), logits)[0] > 0.65
+        mean_user_auc(data["eval"]["user_id"].to_numpy(), data["eval"]["label"].to_numpy(), logits)[0] > 0.65
     )
 
 
@@ -177,5 +177,5 @@ def test_held_out_day_never_reaches_training(data, tmp_path):
     train = pd.concat([data["train"], extra], ignore_index=True)
     result = _train({**data, "train": train}, tmp_path, train_cfg=FAST.model_copy(update={"epochs": 1}))
     features = load_checkpoint(result.model_path).features
-    assert 777 not in features.users.ids and 4242 not in features.items.ids
-    assert set(features.users.ids) == set(data["train"][data["train"]["day"] < last]["user_id"])
+    assert 777 not in features.users_.ids_ and 4242 not in features.items_.ids_
+    assert set(features.users_.ids_) == set(data["train"][data["train"]["day"] < last]["user_id"])

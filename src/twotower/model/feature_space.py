@@ -3,7 +3,7 @@
 ``FeatureSpace.fit`` learns the id vocabularies (user, item, creator; index 0 = out of vocabulary or rare),
 the mean/std of every numeric group (after ``log1p`` for heavy-tailed counts) and the item ids of the content
 table. ``transform`` turns prepared rows (train.parquet / eval.parquet layout, see ``twotower.data.schema``)
-into an ``Encoded`` set of tensors, vectorised. Its state is plain lists/tensors so that it travels inside the
+into ``EncodedRows`` (``model/dataset.py``), vectorised. Its state is plain lists/tensors so that it travels inside the
 checkpoint and loads with ``torch.load(weights_only=True)``.
 
 User side of a row: user_id, day, dow, hour, USER_BASE, static_* (joined from users.parquet by user_id) and
@@ -12,8 +12,6 @@ the (user_id, day) history. Item side: item_id, creator_id, ITEM_BASE, CREATOR_B
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -21,6 +19,8 @@ import torch
 
 from twotower.config import ModelConfig
 from twotower.data.schema import CREATOR_BASE, ITEM_BASE, USER_BASE
+from twotower.model.dataset import EncodedRows
+from twotower.model.vocab import IdVocab, NumericScaler
 
 # Counts and durations are heavy-tailed: log1p before standardising. Rates, means of fractions and flags are not.
 LOG1P = frozenset(
@@ -40,8 +40,8 @@ LOG1P = frozenset(
 HISTORY_COLUMNS = ("pos_items", "neg_items")
 
 
-def day_number(values: pd.Series | np.ndarray) -> np.ndarray:
-    """Calendar days (date, datetime or string) as int64 days since 1970-01-01, so joins ignore dtypes."""
+def epoch_days(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Calendar days (date, datetime or string) (n,) -> int64 days since 1970-01-01, so joins ignore dtypes."""
     return pd.to_datetime(pd.Series(values)).to_numpy().astype("datetime64[D]").astype(np.int64)
 
 
@@ -60,81 +60,10 @@ def list_column(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return flat, np.concatenate([[0], np.cumsum(lengths)])
 
 
-@dataclass
-class IdVocab:
-    """Sorted known ids; id ``ids[i]`` -> index ``i + 1``, anything else -> 0 (unknown or rare)."""
-
-    ids: np.ndarray
-
-    @classmethod
-    def fit(cls, values: np.ndarray, min_count: int = 1) -> IdVocab:
-        uniq, counts = np.unique(np.asarray(values, dtype=np.int64), return_counts=True)
-        return cls(uniq[counts >= min_count])
-
-    def transform(self, values: np.ndarray) -> np.ndarray:
-        return pd.Index(self.ids).get_indexer(np.asarray(values, dtype=np.int64)).astype(np.int64) + 1
-
-    def __len__(self) -> int:
-        return len(self.ids) + 1  # with the out-of-vocabulary index 0
-
-
-@dataclass
-class NumericScaler:
-    """Standardise columns (optionally log1p'd first); NaN, and negative values of log1p columns, become 0
-    (the training mean)."""
-
-    columns: list[str]
-    log1p: list[bool]
-    mean: np.ndarray
-    std: np.ndarray
-
-    @staticmethod
-    def _raw(frame: pd.DataFrame, columns: list[str], log1p: list[bool]) -> np.ndarray:
-        x = np.array(frame[columns].to_numpy(dtype=np.float64, na_value=np.nan), copy=True)  # writable
-        x = x.reshape(len(frame), len(columns))
-        counts = x[:, log1p]
-        # A negative count is a "not known" sentinel (the pipeline writes item_age_days = -1): treat as missing.
-        x[:, log1p] = np.log1p(np.where(counts < 0, np.nan, counts))
-        return x
-
-    @classmethod
-    def fit(cls, frame: pd.DataFrame, columns: list[str], log1p: list[bool]) -> NumericScaler:
-        x = cls._raw(frame, columns, log1p)
-        with np.errstate(all="ignore"):
-            mean = np.nan_to_num(np.nanmean(x, axis=0)) if len(x) else np.zeros(len(columns))
-            std = np.nan_to_num(np.nanstd(x, axis=0)) if len(x) else np.ones(len(columns))
-        return cls(columns, log1p, mean, np.where(std > 1e-12, std, 1.0))
-
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        """-> float32 [n_rows, n_columns]"""
-        x = (self._raw(frame, self.columns, self.log1p) - self.mean) / self.std
-        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-
-
 def _require(frame: pd.DataFrame, columns: tuple[str, ...] | list[str], what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise KeyError(f"{what} needs columns {missing}; it has {list(frame.columns)}")
-
-
-class Encoded(torch.utils.data.Dataset):
-    """Encoded rows. ``columns``: per-row tensors [n]; ``pos_hist`` / ``neg_hist``: content-table rows of each
-    distinct (user, day) history, [n_histories, L] (0 = padding), gathered per batch through ``hist_row``.
-    ``self[idx]`` with a list/tensor of row indices returns a whole batch (use with a BatchSampler)."""
-
-    def __init__(self, columns: dict[str, torch.Tensor], pos_hist: torch.Tensor, neg_hist: torch.Tensor):
-        self.columns, self.pos_hist, self.neg_hist = columns, pos_hist, neg_hist
-
-    def __len__(self) -> int:
-        return len(self.columns["label"])
-
-    def __getitem__(self, idx) -> dict[str, torch.Tensor]:
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        batch = {k: v[idx] for k, v in self.columns.items() if k != "hist_row"}
-        rows = self.columns["hist_row"][idx]
-        batch["pos_hist"] = self.pos_hist[rows].long()
-        batch["neg_hist"] = self.neg_hist[rows].long()
-        return batch
 
 
 class FeatureSpace:
@@ -142,10 +71,10 @@ class FeatureSpace:
 
     def __init__(self, config: ModelConfig):
         self.config = config
-        self.users = self.items = self.creators = self.content_ids = None
-        self.scalers: dict[str, NumericScaler] = {}
-        self.content_scale = 1.0
-        self.content_dim = 0
+        self.users_ = self.items_ = self.creators_ = self.content_ids_ = None
+        self.scalers_: dict[str, NumericScaler] = {}
+        self.content_scale_ = 1.0
+        self.content_dim_ = 0
 
     @property
     def needs_content(self) -> bool:
@@ -154,6 +83,10 @@ class FeatureSpace:
             "content" in self.config.item_features or "pos_mean_hist_emb" in uf or "neg_mean_hist_emb" in uf
         )
 
+    @property
+    def uses_creator_id(self) -> bool:
+        return "creator" in self.config.item_features and self.config.creator_id_embedding
+
     # ---- fit ---------------------------------------------------------------------------------------
     def fit(
         self, rows: pd.DataFrame, users: pd.DataFrame | None = None, item_table: pd.DataFrame | None = None
@@ -161,14 +94,14 @@ class FeatureSpace:
         """Fit on training rows (train.parquet layout); ``users`` = users.parquet; ``item_table`` = item_id +
         vector (the content table)."""
         _require(rows, ("user_id", "item_id"), "training rows")
-        self.users = IdVocab.fit(rows["user_id"].to_numpy())
-        self.items = IdVocab.fit(rows["item_id"].to_numpy())
+        self.users_ = IdVocab().fit(rows["user_id"].to_numpy())
+        self.items_ = IdVocab().fit(rows["item_id"].to_numpy())
         creators = rows["creator_id"].fillna(-1).to_numpy() if "creator_id" in rows else np.empty(0)
-        self.creators = IdVocab.fit(creators[creators >= 0], self.config.creator_min_count)
+        self.creators_ = IdVocab(self.config.creator_min_count).fit(creators[creators >= 0])
         for group, columns in (("user_base", USER_BASE), ("item_base", ITEM_BASE), ("creator", CREATOR_BASE)):
             if group in (*self.config.user_features, *self.config.item_features):
                 _require(rows, columns, f"feature group '{group}'")
-                self.scalers[group] = NumericScaler.fit(rows, list(columns), [c in LOG1P for c in columns])
+                self.scalers_[group] = NumericScaler(list(columns), [c in LOG1P for c in columns]).fit(rows)
         if "user_static" in self.config.user_features:
             if users is None:
                 raise ValueError("feature group 'user_static' needs the users table")
@@ -185,19 +118,19 @@ class FeatureSpace:
                     bool(np.nanmin(c) >= 0 and np.nanmax(c) > 100) if np.isfinite(c).any() else False
                     for c in x.T
                 ]
-            self.scalers["user_static"] = NumericScaler.fit(joined, static, log1p)
+            self.scalers_["user_static"] = NumericScaler(static, log1p).fit(joined)
         if self.needs_content:
             if item_table is None:
                 raise ValueError("content / history features need the content item table (item_id, vector)")
             _require(item_table, ("item_id", "vector"), "content item table")
-            self.content_ids = IdVocab(np.unique(item_table["item_id"].to_numpy(dtype=np.int64)))
+            self.content_ids_ = IdVocab.from_ids(np.unique(item_table["item_id"].to_numpy(dtype=np.int64)))
             vectors = self._vectors(item_table)
-            self.content_dim = vectors.shape[1]
+            self.content_dim_ = vectors.shape[1]
             # PCA components have arbitrary scale: divide by the root mean square entry so inputs are ~unit.
             # Fitted, like everything here, on the training rows' items only.
             fit = vectors[np.isin(item_table["item_id"].to_numpy(dtype=np.int64), rows["item_id"].to_numpy())]
             rms = float(np.sqrt(np.mean(fit.astype(np.float64) ** 2))) if fit.size else 1.0
-            self.content_scale = rms if rms > 1e-12 else 1.0
+            self.content_scale_ = rms if rms > 1e-12 else 1.0
         return self
 
     @staticmethod
@@ -210,11 +143,11 @@ class FeatureSpace:
 
     def content_matrix(self, item_table: pd.DataFrame) -> torch.Tensor:
         """Frozen content table in vocabulary order: [n_content + 1, dim], row 0 (padding) zeros."""
-        if self.content_ids is None:
+        if self.content_ids_ is None:
             return torch.zeros(1, 1)
-        table = torch.zeros(len(self.content_ids), self.content_dim)
-        rows = self.content_ids.transform(item_table["item_id"].to_numpy())
-        table[torch.as_tensor(rows)] = torch.as_tensor(self._vectors(item_table) / self.content_scale)
+        table = torch.zeros(len(self.content_ids_), self.content_dim_)
+        rows = self.content_ids_.transform(item_table["item_id"].to_numpy())
+        table[torch.as_tensor(rows)] = torch.as_tensor(self._vectors(item_table) / self.content_scale_)
         return table
 
     @staticmethod
@@ -236,8 +169,8 @@ class FeatureSpace:
         history: pd.DataFrame | None = None,
         users: pd.DataFrame | None = None,
         side: str = "both",
-    ) -> Encoded:
-        """Rows (train/eval layout) + history.parquet + users.parquet -> ``Encoded``. ``label``/``weight``
+    ) -> EncodedRows:
+        """Rows (train/eval layout) + history.parquet + users.parquet -> ``EncodedRows``. ``label``/``weight``
         default to 0/1 when absent (scoring). ``side`` = "user" or "item" encodes only that tower's inputs,
         so rows need only that side's columns (embedding users or items for an index)."""
         if side not in ("both", "user", "item"):
@@ -250,17 +183,19 @@ class FeatureSpace:
         }
         if user:
             _require(rows, ("user_id",), "user features")
-            cols["user_idx"] = t(self.users.transform(rows["user_id"].to_numpy()))
+            cols["user_idx"] = t(self.users_.transform(rows["user_id"].to_numpy()))
         if item:
             _require(rows, ("item_id",), "item features")
-            cols["item_idx"] = t(self.items.transform(rows["item_id"].to_numpy()))
+            cols["item_idx"] = t(self.items_.transform(rows["item_id"].to_numpy()))
+            if self.uses_creator_id:  # prepare joins creator_id onto every row (the one place it is joined)
+                _require(rows, ("creator_id",), "the creator id embedding")
             creators = rows["creator_id"].fillna(-1).to_numpy() if "creator_id" in rows else np.full(n, -1)
-            cols["creator_idx"] = t(self.creators.transform(creators))
+            cols["creator_idx"] = t(self.creators_.transform(creators))
         if user and "context" in cfg.user_features:
             _require(rows, ("dow", "hour"), "feature group 'context'")
             cols["dow"] = t(np.clip(rows["dow"].to_numpy(np.int64), 0, 6))
             cols["hour"] = t(np.clip(rows["hour"].to_numpy(np.int64), 0, 23))
-        for group, scaler in self.scalers.items():
+        for group, scaler in self.scalers_.items():
             if (group in cfg.user_features and not user) or (group in cfg.item_features and not item):
                 continue
             if group == "user_static":
@@ -271,10 +206,10 @@ class FeatureSpace:
             else:
                 _require(rows, scaler.columns, f"feature group '{group}'")
                 cols[group] = t(scaler.transform(rows))
-        if item and self.content_ids is not None:
-            cols["content_row"] = t(self.content_ids.transform(rows["item_id"].to_numpy()))
+        if item and self.content_ids_ is not None:
+            cols["content_row"] = t(self.content_ids_.transform(rows["item_id"].to_numpy()))
         pos_hist, neg_hist, cols["hist_row"] = self._history(rows, history if user else None, user)
-        return Encoded(cols, pos_hist, neg_hist)
+        return EncodedRows(cols, pos_hist, neg_hist)
 
     def _history(
         self, rows: pd.DataFrame, history: pd.DataFrame | None, user: bool = True
@@ -288,10 +223,10 @@ class FeatureSpace:
             raise ValueError("history features need history.parquet (user_id, day, pos_items, neg_items)")
         _require(rows, ("user_id", "day"), "history features")
         _require(history, ("user_id", "day", *HISTORY_COLUMNS), "history table")
-        keys = pd.MultiIndex.from_arrays([history["user_id"].to_numpy(np.int64), day_number(history["day"])])
+        keys = pd.MultiIndex.from_arrays([history["user_id"].to_numpy(np.int64), epoch_days(history["day"])])
         if not keys.is_unique:
             raise ValueError("history.parquet has several rows for one (user_id, day)")
-        wanted = pd.MultiIndex.from_arrays([rows["user_id"].to_numpy(np.int64), day_number(rows["day"])])
+        wanted = pd.MultiIndex.from_arrays([rows["user_id"].to_numpy(np.int64), epoch_days(rows["day"])])
         found = keys.get_indexer(wanted)
         # Keep only the histories these rows use, renumbered 1..k (0 = empty history, for rows without one).
         needed = np.unique(found[found >= 0])
@@ -308,7 +243,7 @@ class FeatureSpace:
         flat, offsets = list_column(lists)
         lengths = np.diff(offsets)
         owner = np.repeat(np.arange(len(lists)), lengths)
-        content = self.content_ids.transform(flat.astype(np.int64)) if len(flat) else np.zeros(0, np.int64)
+        content = self.content_ids_.transform(flat.astype(np.int64)) if len(flat) else np.zeros(0, np.int64)
         known = content > 0
         owner, content = owner[known], content[known]
         # position of each known item within its own list: running count per owner
@@ -324,49 +259,49 @@ class FeatureSpace:
     def dims(self) -> dict[str, int]:
         """Sizes the model is built from."""
         return {
-            "n_users": len(self.users),
-            "n_items": len(self.items),
-            "n_creators": len(self.creators),
-            "n_content": len(self.content_ids) if self.content_ids is not None else 1,
-            "content_dim": self.content_dim,
-            **{f"n_{g}": len(s.columns) + (g == "user_static") for g, s in self.scalers.items()},
+            "n_users": len(self.users_),
+            "n_items": len(self.items_),
+            "n_creators": len(self.creators_),
+            "n_content": len(self.content_ids_) if self.content_ids_ is not None else 1,
+            "content_dim": self.content_dim_,
+            **{f"n_{g}": len(s.columns) + (g == "user_static") for g, s in self.scalers_.items()},
         }
 
     def state_dict(self) -> dict:
         """Plain lists and tensors only (loads with ``torch.load(weights_only=True)``)."""
         vocab = {
-            k: torch.as_tensor(v.ids)
-            for k, v in (("users", self.users), ("items", self.items), ("creators", self.creators))
+            k: torch.as_tensor(v.ids_)
+            for k, v in (("users", self.users_), ("items", self.items_), ("creators", self.creators_))
         }
-        if self.content_ids is not None:
-            vocab["content_ids"] = torch.as_tensor(self.content_ids.ids)
+        if self.content_ids_ is not None:
+            vocab["content_ids"] = torch.as_tensor(self.content_ids_.ids_)
         scalers = {
             g: {
                 "columns": list(s.columns),
                 "log1p": list(s.log1p),
-                "mean": torch.as_tensor(s.mean),
-                "std": torch.as_tensor(s.std),
+                "mean": torch.as_tensor(s.mean_),
+                "std": torch.as_tensor(s.std_),
             }
-            for g, s in self.scalers.items()
+            for g, s in self.scalers_.items()
         }
         return {
             "vocab": vocab,
             "scalers": scalers,
-            "content_scale": self.content_scale,
-            "content_dim": self.content_dim,
+            "content_scale": self.content_scale_,
+            "content_dim": self.content_dim_,
         }
 
     @classmethod
     def from_state_dict(cls, state: dict, config: ModelConfig) -> FeatureSpace:
         space = cls(config)
         vocab = state["vocab"]
-        space.users, space.items, space.creators = (
-            IdVocab(vocab[k].numpy()) for k in ("users", "items", "creators")
+        space.users_, space.items_, space.creators_ = (
+            IdVocab.from_ids(vocab[k].numpy()) for k in ("users", "items", "creators")
         )
-        space.content_ids = IdVocab(vocab["content_ids"].numpy()) if "content_ids" in vocab else None
-        space.scalers = {
-            g: NumericScaler(list(s["columns"]), list(s["log1p"]), s["mean"].numpy(), s["std"].numpy())
+        space.content_ids_ = IdVocab.from_ids(vocab["content_ids"].numpy()) if "content_ids" in vocab else None
+        space.scalers_ = {
+            g: NumericScaler.from_state(list(s["columns"]), list(s["log1p"]), s["mean"].numpy(), s["std"].numpy())
             for g, s in state["scalers"].items()
         }
-        space.content_scale, space.content_dim = float(state["content_scale"]), int(state["content_dim"])
+        space.content_scale_, space.content_dim_ = float(state["content_scale"]), int(state["content_dim"])
         return space

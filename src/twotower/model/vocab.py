@@ -1,0 +1,72 @@
+"""Fitted vocabularies and scalers (scikit-learn convention: ``fit`` returns the fitted object, learned
+state ends with ``_``). Both are plain arrays so that they travel inside the checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+class IdVocab:
+    """Known ids, sorted: id ``ids_[i]`` -> index ``i + 1``; anything else (unknown or rarer than
+    ``min_count``) -> 0."""
+
+    def __init__(self, min_count: int = 1) -> None:
+        self.min_count = min_count
+
+    def fit(self, values: np.ndarray) -> IdVocab:
+        """Learn the ids of ``values`` (n,) seen at least ``min_count`` times."""
+        uniq, counts = np.unique(np.asarray(values, dtype=np.int64), return_counts=True)
+        self.ids_ = uniq[counts >= self.min_count]
+        return self
+
+    @classmethod
+    def from_ids(cls, ids: np.ndarray) -> IdVocab:
+        """A fitted vocabulary of exactly ``ids`` (sorted, unique), e.g. read back from a checkpoint."""
+        vocab = cls()
+        vocab.ids_ = np.asarray(ids, dtype=np.int64)
+        return vocab
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        """(n,) ids -> (n,) int64 indices in [0, len(self))."""
+        return pd.Index(self.ids_).get_indexer(np.asarray(values, dtype=np.int64)).astype(np.int64) + 1
+
+    def __len__(self) -> int:
+        return len(self.ids_) + 1  # with the out-of-vocabulary index 0
+
+
+class NumericScaler:
+    """Standardise ``columns`` (those flagged in ``log1p`` are log1p'd first); NaN, and negative values of
+    log1p columns, become 0 (the training mean). Learned: ``mean_``, ``std_`` (n_columns,)."""
+
+    def __init__(self, columns: list[str], log1p: list[bool]) -> None:
+        self.columns = list(columns)
+        self.log1p = list(log1p)
+
+    def _raw(self, frame: pd.DataFrame) -> np.ndarray:
+        x = np.array(frame[self.columns].to_numpy(dtype=np.float64, na_value=np.nan), copy=True)  # writable
+        x = x.reshape(len(frame), len(self.columns))
+        counts = x[:, self.log1p]
+        # A negative count is a "not known" sentinel (the pipeline writes item_age_days = -1): treat as missing.
+        x[:, self.log1p] = np.log1p(np.where(counts < 0, np.nan, counts))
+        return x
+
+    def fit(self, frame: pd.DataFrame) -> NumericScaler:
+        x = self._raw(frame)
+        with np.errstate(all="ignore"):
+            mean = np.nan_to_num(np.nanmean(x, axis=0)) if len(x) else np.zeros(len(self.columns))
+            std = np.nan_to_num(np.nanstd(x, axis=0)) if len(x) else np.ones(len(self.columns))
+        self.mean_, self.std_ = mean, np.where(std > 1e-12, std, 1.0)
+        return self
+
+    @classmethod
+    def from_state(cls, columns: list[str], log1p: list[bool], mean: np.ndarray, std: np.ndarray) -> NumericScaler:
+        """A fitted scaler from saved statistics (a checkpoint)."""
+        scaler = cls(columns, log1p)
+        scaler.mean_, scaler.std_ = np.asarray(mean), np.asarray(std)
+        return scaler
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """(n_rows, ...) frame -> float32 [n_rows, n_columns]"""
+        x = (self._raw(frame) - self.mean_) / self.std_
+        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
