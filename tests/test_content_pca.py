@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from twotower.cli import app
 from twotower.config import parse_config
+from twotower.content.item_table import build_item_table, read_item_table
 from twotower.content.pca import ContentPCA
-from twotower.content.pipeline import build_item_table, embed_command, read_item_table
 
 EXPERIMENT = {"id": 1, "train_start": "2022-04-25", "train_end": "2022-05-01", "val_date": "2022-05-02"}
 
@@ -32,20 +34,20 @@ def precomputed_setup(tmp_path: Path, n: int = 40, dim: int = 12) -> tuple[pd.Da
 
 def test_pca_matches_numpy_svd() -> None:
     x = np.random.default_rng(1).normal(size=(50, 6)) * [5, 3, 2, 1, 0.5, 0.1]
-    pca = ContentPCA.fit(x, 3)
+    pca = ContentPCA(3).fit(x)
     centred = x - x.mean(axis=0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
-    np.testing.assert_allclose(np.abs(pca.components), np.abs(vt[:3]), atol=1e-8)
-    np.testing.assert_allclose(pca.explained_variance_ratio, (s**2 / (s**2).sum())[:3], atol=1e-10)
+    np.testing.assert_allclose(np.abs(pca.components_), np.abs(vt[:3]), atol=1e-8)
+    np.testing.assert_allclose(pca.explained_variance_ratio_, (s**2 / (s**2).sum())[:3], atol=1e-10)
     out = pca.transform(x, np.array([True] * 49 + [False]))
     assert out.shape == (50, 3) and out.dtype == np.float32 and not out[-1].any()
 
 
 def test_pca_errors() -> None:
     with pytest.raises(ValueError, match="at least 128 dimensions; the encoder gives 64"):
-        ContentPCA.fit(np.ones((500, 64)), 128)
+        ContentPCA(128).fit(np.ones((500, 64)))
     with pytest.raises(ValueError, match="at least 128 training-window items with content; there are 100"):
-        ContentPCA.fit(np.ones((100, 300)), 128)
+        ContentPCA(128).fit(np.ones((100, 300)))
 
 
 def test_validation_only_item_does_not_change_the_fit(tmp_path: Path) -> None:
@@ -105,22 +107,24 @@ def test_metadata_report_says_stand_in_and_cache_hits(tmp_path: Path) -> None:
 def test_embed_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     items, _ = precomputed_setup(tmp_path)
     items["in_train"] = np.arange(len(items)) < 30
-    config = make_config(
-        tmp_path,
-        {"encoder": "precomputed", "pca_components": 4, "precomputed": {"path": str(tmp_path / "v.parquet")}},
+    (tmp_path / "t.toml").write_text(
+        'name = "t"\n[data]\npath = "."\n[content]\nencoder = "precomputed"\npca_components = 4\n'
+        'cache_dir = "cache"\n[content.precomputed]\npath = "v.parquet"\n[[experiments]]\nid = 1\n'
+        "train_start = 2022-04-25\ntrain_end = 2022-05-01\nval_date = 2022-05-02\n"
     )
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match="run `twotower prepare"):
-        embed_command(config, 1, None)
+    runner = CliRunner()
+    result = runner.invoke(app, ["embed", "t.toml", "-e", "1"])
+    assert result.exit_code == 2 and "run `twotower prepare" in result.output
     prepared = tmp_path / "prepared" / "t" / "experiment_1"
     prepared.mkdir(parents=True)
     items.to_parquet(prepared / "items.parquet")
-    embed_command(config, 1, None)
+    assert runner.invoke(app, ["embed", "t.toml", "-e", "1"]).exit_code == 0
     ids, vectors = read_item_table(prepared / "item_embeddings.parquet")
     assert (
         ids.tolist() == items["item_id"].tolist() and vectors.shape == (40, 4) and vectors.dtype == np.float32
     )
     report = json.loads((prepared / "item_embeddings.json").read_text())
     assert report["pca_fit_items"] == 30 and report["experiment"] == 1
-    embed_command(config, None, tmp_path / "elsewhere")
+    assert runner.invoke(app, ["embed", "t.toml", "--out", str(tmp_path / "elsewhere")]).exit_code == 0
     assert (tmp_path / "elsewhere" / "item_embeddings.parquet").is_file()

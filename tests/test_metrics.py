@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from twotower.evaluate.baselines import item_popularity, popularity_scores, random_scores
-from twotower.evaluate.metrics import SEED_METRICS, global_auc, metric_names, ranking_metrics
+from twotower.evaluate.metrics import SHEET_METRICS, global_auc, metric_names, ranking_metrics
 
 # ------------------------------------------------------------------------------------------- reference
 
@@ -263,8 +263,8 @@ def test_result_names_and_string_ids():
     got = ranking_metrics(
         ["b", "b", "a", "a"], ["x", "y", "y", "x"], [True, False, False, True], [1, 1, 2, 3]
     )
-    assert tuple(got.values) == SEED_METRICS
-    assert SEED_METRICS == (
+    assert tuple(got.values) == SHEET_METRICS
+    assert SHEET_METRICS == (
         "auc", "avg_prec@10", "map", "mrr", "ndcg@5", "ndcg@10", "recall@5", "recall@10", "recall@50",
         "recall@100", "recall@gt_5", "recall@gt_100", "recall@all_pos",
     )  # fmt: skip
@@ -331,7 +331,7 @@ PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCh
 
 
 def _values(m):
-    return {k: v for k, v in m.as_dict().items() if k in SEED_METRICS or k == "global_auc"}
+    return {k: v for k, v in m.as_dict().items() if k in SHEET_METRICS or k == "global_auc"}
 
 
 @PROPS

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from twotower.cli import app
 from twotower.evaluate.metrics import ranking_metrics
-from twotower.evaluate.scores_file import metrics_command, read_scores
+from twotower.evaluate.scores_file import read_scores
 from twotower.evaluate.tables import experiment_rows, results_table
 
 SEED_HEADER = (
@@ -92,11 +92,11 @@ def test_clear_errors(tmp_path, change, message, fmt):
 
 def test_missing_and_unsupported_files(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
-        metrics_command(tmp_path / "nope.parquet", None)
+        read_scores(tmp_path / "nope.parquet")
     other = tmp_path / "scores.xlsx"
     other.write_text("x")
     with pytest.raises(ValueError, match="unsupported file type"):
-        metrics_command(other, None)
+        read_scores(other)
     broken = tmp_path / "broken.parquet"
     broken.write_text("not parquet")
     with pytest.raises(ValueError, match="cannot read scores"):

@@ -81,7 +81,7 @@ Event = Literal["like", "share", "follow", "comment"]
 class LabelConfig(Strict):
     """Positive label: ``fraction_watch > fraction_watch_above`` OR any of ``or_events``.
 
-    The seed: ``fraction_watch_above = 0.9``. The series' other criterion "like or share or
+    The sheet: ``fraction_watch_above = 0.9``. The series' other criterion "like or share or
     fraction_watch > 0.8": ``fraction_watch_above = 0.8, or_events = ["like", "share"]``.
     """
 

@@ -1,11 +1,8 @@
-"""The seed's two tables (Experiments, Results) in Markdown, a JSON summary and plots of a run."""
+"""The sheet's two tables (Experiments, Results) in Markdown, a JSON summary and plots of a run."""
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -13,12 +10,11 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from twotower.config import Config  # noqa: E402
-from twotower.content.pipeline import METADATA_NOTE  # noqa: E402
-from twotower.evaluate.metrics import SEED_METRICS, RankingMetrics  # noqa: E402
+from twotower.content.metadata import METADATA_NOTE  # noqa: E402
+from twotower.evaluate.metrics import SHEET_METRICS, RankingMetrics  # noqa: E402
 from twotower.evaluate.tables import experiment_rows, results_table  # noqa: E402
-
-if TYPE_CHECKING:
-    from twotower.pipeline import ExperimentOutcome
+from twotower.io import write_json, write_text  # noqa: E402
+from twotower.outcome import ExperimentOutcome  # noqa: E402
 
 
 def metrics_json(metrics: RankingMetrics) -> dict:
@@ -27,19 +23,39 @@ def metrics_json(metrics: RankingMetrics) -> dict:
     return {k: v for k, v in metrics.as_dict().items() if not k.startswith("n_users_left_out")}
 
 
-def json_ready(value):
-    """NaN and infinities become null, so that the JSON is valid for strict parsers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(v) for v in value]
-    return value
+def write_experiment_json(outcome: ExperimentOutcome) -> None:
+    """``metrics.json`` of one experiment: metrics per scorer, the evaluation set, training and the notes."""
+    training = outcome.training
+    funnel_notes = outcome.notes.get("funnel", {}).get("notes", {})
+    payload = {
+        "experiment": outcome.experiment.id,
+        "status": outcome.status,
+        "seconds": round(outcome.seconds, 2),
+        "metrics": {name: metrics_json(m) for name, m in outcome.metrics.items()},
+        "evaluation_set": {
+            "users_left_out": funnel_notes.get("evaluation users left out"),
+            "share_of_rows_with_items_unseen_in_training": funnel_notes.get(
+                "evaluation share of rows with items unseen in training"
+            ),
+        },
+        "training": None
+        if training is None
+        else {
+            "best_epoch": training.best_epoch,
+            "train_loss": training.train_loss,
+            f"holdout_{training.holdout_metric_name}": training.holdout_metric,
+            "holdout_day": training.holdout_day,
+            "examples_per_s": round(training.examples_per_s, 1),
+            "n_train": training.n_train,
+            "n_holdout": training.n_holdout,
+        },
+        **outcome.notes,
+    }
+    write_json(outcome.directory / "metrics.json", payload)
 
 
 def experiments_table(outcomes: list[ExperimentOutcome]) -> str:
-    """The seed's Experiments table: Experiment No, event type, Train DATA, VAL DATA, Status."""
+    """The sheet's Experiments table: Experiment No, event type, Train DATA, VAL DATA, Status."""
     lines = ["| Experiment No | event type | Train DATA | VAL DATA | Status |", "|---|---|---|---|---|"]
     for o in outcomes:
         e = o.experiment
@@ -89,13 +105,13 @@ def plot_metrics(outcomes: list[ExperimentOutcome], path: Path) -> None:
         names = list(o.metrics)
         width = 0.8 / len(names)
         for i, name in enumerate(names):
-            values = [o.metrics[name].values.get(m) for m in SEED_METRICS]
-            xs = [x + i * width for x in range(len(SEED_METRICS))]
+            values = [o.metrics[name].values.get(m) for m in SHEET_METRICS]
+            xs = [x + i * width for x in range(len(SHEET_METRICS))]
             ax.bar(xs, [v if v is not None else 0 for v in values], width, label=name)
             for x, v in zip(xs, values, strict=True):
                 if v is None:  # no user qualified: say so rather than draw a zero
                     ax.text(x, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=7)
-        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(SEED_METRICS))], SEED_METRICS, rotation=30, ha="right")
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(SHEET_METRICS))], SHEET_METRICS, rotation=30, ha="right")
         ax.set_ylim(0, 1)
         ax.set_title(f"experiment {o.experiment.id}: model vs baselines (played re-ranking)")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -141,7 +157,7 @@ def write_report(cfg: Config, outcomes: list[ExperimentOutcome], run_dir: Path) 
             "",
         ]
     )
-    (run_dir / "tables.md").write_text(text)
+    write_text(run_dir / "tables.md", text)
     summary = {
         "config": cfg.name,
         "experiments": [
@@ -154,7 +170,7 @@ def write_report(cfg: Config, outcomes: list[ExperimentOutcome], run_dir: Path) 
             for o in outcomes
         ],
     }
-    (run_dir / "summary.json").write_text(json.dumps(json_ready(summary), indent=2, allow_nan=False) + "\n")
+    write_json(run_dir / "summary.json", summary)
     plot_metrics(outcomes, run_dir / "metrics.png")
     plot_training(outcomes, run_dir / "training.png")
     return text

@@ -55,10 +55,10 @@ def global_priors(events: ir.Table, days: ir.Table, lookback: int) -> ir.Table:
     return priors
 
 
-def key_features(
+def key_stats_by_day(
     events: ir.Table, key: str, prefix: str, days: ir.Table, priors: ir.Table, lookback: int, smoothing: float
 ) -> ir.Table:
-    """Base features per (``key``, d) for every key with a past and every d in ``days``.
+    """Point-in-time statistics per (``key``, d) for every key with a past and every d in ``days``.
 
     Columns: key, day_n, {prefix}_plays, _pos_rate, _mean_fraction, _mean_watch_s, _likes, _shares.
     """
@@ -78,14 +78,15 @@ def key_features(
     )
 
 
-def attach_features(
-    rows: ir.Table, features: ir.Table, key: str, prefix: str, priors: ir.Table, keep: tuple[str, ...]
+def join_key_stats(
+    rows: ir.Table, stats: ir.Table, key: str, prefix: str, priors: ir.Table, keep: tuple[str, ...]
 ) -> ir.Table:
-    """Left-join ``features`` onto ``rows`` by (key, day_n); fill keys without a past from the prior.
+    """Left-join ``stats`` (from ``key_stats_by_day``) onto ``rows`` by (key, day_n); keys without a past get
+    the prior.
 
     ``keep`` lists the feature names to keep (e.g. ``("plays", "pos_rate")``); ``{prefix}_has_past`` is added.
     """
-    joined = rows.left_join(features, [key, "day_n"]).drop(f"{key}_right", "day_n_right")
+    joined = rows.left_join(stats, [key, "day_n"]).drop(f"{key}_right", "day_n_right")
     joined = joined.left_join(priors, "day_n").drop("day_n_right")
     fill = {
         "plays": 0.0,

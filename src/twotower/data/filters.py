@@ -1,4 +1,4 @@
-"""Item filter, then client filter, both counted in the training window (see the seed sheet)."""
+"""Item filter, then client filter, both counted in the training window (see the experiment sheet)."""
 
 from __future__ import annotations
 

@@ -11,25 +11,24 @@ The flow, one function per step (each an Ibis expression, run on DuckDB or Spark
 from __future__ import annotations
 
 import datetime as dt
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import ibis
 import ibis.expr.types as ir
-from tqdm.auto import tqdm
 
 from twotower.config import Config, ExperimentConfig
 from twotower.data.clean import add_local_time, canonical_events, clean_events, day_date, day_number
 from twotower.data.engine import connect
 from twotower.data.evalset import evaluable, played_rows
-from twotower.data.features import attach_features, global_priors, key_features
+from twotower.data.features import global_priors, join_key_stats, key_stats_by_day
 from twotower.data.filters import filter_clients, filter_items
 from twotower.data.funnel import Funnel
 from twotower.data.history import history_snapshots
 from twotower.data.ingest import Source, read_source
 from twotower.data.sampling import sample_ratio, sample_weight
 from twotower.data.validate import DataError
+from twotower.progress import Stages
 
 STEPS = (
     "read and clean",
@@ -49,26 +48,6 @@ FEATURE_KEYS = (("item_id", "item", ITEM_KEEP), ("creator_id", "creator", ITEM_K
 class PrepareResult:
     out_dir: Path
     funnel: Funnel
-
-
-class _Progress:
-    """A progress bar over the named steps of ``prepare``."""
-
-    def __init__(self, enabled: bool, experiment: int) -> None:
-        self.bar = tqdm(total=len(STEPS), desc=f"prepare experiment {experiment}", disable=not enabled, unit="step")
-        self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def __call__(self, step: str) -> None:
-        """Mark ``step`` done and record its wall time."""
-        now = time.perf_counter()
-        self.seconds[step] = round(now - self._last, 3)
-        self._last = now
-        self.bar.set_postfix_str(step)
-        self.bar.update(1)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def load_events(con: ibis.BaseBackend, cfg: Config, funnel: Funnel) -> tuple[ir.Table, Source]:
@@ -135,7 +114,7 @@ def evaluation_set(val: ir.Table, filtered: ir.Table, funnel: Funnel) -> ir.Tabl
 
 
 @dataclass(frozen=True)
-class BaseFeatures:
+class BaseFeatureTables:
     """Point-in-time feature tables per (key, day) for the days the rows need, computed once."""
 
     priors: ir.Table
@@ -143,19 +122,20 @@ class BaseFeatures:
     items: ir.Table | None
 
 
-def base_features(events: ir.Table, items: ir.Table | None, cfg: Config, days: ir.Table) -> BaseFeatures:
+def base_feature_tables(events: ir.Table, items: ir.Table | None, cfg: Config, days: ir.Table) -> BaseFeatureTables:
+    """The global priors and the per-(key, day) statistics for every day in ``days`` (cached)."""
     lookback, smoothing = cfg.history.lookback_days, cfg.features.smoothing
     priors = global_priors(events, days, lookback).cache()
-    by_key = {key: key_features(events, key, prefix, days, priors, lookback, smoothing).cache() for key, prefix, _ in FEATURE_KEYS}
-    return BaseFeatures(priors, by_key, items)
+    by_key = {key: key_stats_by_day(events, key, prefix, days, priors, lookback, smoothing).cache() for key, prefix, _ in FEATURE_KEYS}
+    return BaseFeatureTables(priors, by_key, items)
 
 
-def with_base_features(rows: ir.Table, features: BaseFeatures) -> ir.Table:
+def add_base_features(rows: ir.Table, tables: BaseFeatureTables) -> ir.Table:
     """Attach user, item and creator base features as of each row's day, item age and duration."""
     for key, prefix, keep in FEATURE_KEYS:
-        rows = attach_features(rows, features.by_key[key], key, prefix, features.priors, keep)
-    if features.items is not None:
-        upload = features.items.select("item_id", upload_day=features.items.upload_date.epoch_days())
+        rows = join_key_stats(rows, tables.by_key[key], key, prefix, tables.priors, keep)
+    if tables.items is not None:
+        upload = tables.items.select("item_id", upload_day=tables.items.upload_date.epoch_days())
         rows = rows.left_join(upload, "item_id").drop("item_id_right")
         rows = rows.mutate(item_age_days=ibis.coalesce(rows.day_n - rows.upload_day, -1).cast("float64")).drop("upload_day")
     else:
@@ -188,7 +168,7 @@ def prepare_experiment(
 ) -> PrepareResult:
     """Write train/eval/history/items/users/popularity Parquet files and funnel.json into ``out_dir``."""
     _fresh_dir(out_dir, overwrite)
-    step = _Progress(progress, exp.id)
+    step = Stages(f"prepare experiment {exp.id}", STEPS, enabled=progress)
     funnel = Funnel()
     events, source = load_events(connect(cfg.data.engine), cfg, funnel)
     step("read and clean")
@@ -203,16 +183,16 @@ def prepare_experiment(
     eval_rows = evaluation_set(val, filtered, funnel)
     step("evaluation set")
     days = examples.select("day_n").union(eval_rows.select("day_n")).distinct().cache()
-    features = base_features(events, source.items, cfg, days)
+    base_tables = base_feature_tables(events, source.items, cfg, days)
     step("base features")
     outcome_columns = ("fraction_watch", "watch_ms", "like", "share", "follow", "comment")
-    examples = with_base_features(examples.drop(*outcome_columns), features)
+    examples = add_base_features(examples.drop(*outcome_columns), base_tables)
     _with_date(examples).order_by(["day", "user_id", "ts_ms", "item_id"]).to_parquet(out_dir / "train.parquet")
-    eval_rows = with_base_features(eval_rows, features)
+    eval_rows = add_base_features(eval_rows, base_tables)
     _with_date(eval_rows).order_by(["user_id", "item_id"]).to_parquet(out_dir / "eval.parquet")
     step("write examples")
     needed = examples.select("user_id", "day_n").union(eval_rows.select("user_id", "day_n")).distinct()
-    item_watch = features.by_key["item_id"].select("item_id", "day_n", "item_mean_watch_s")
+    item_watch = base_tables.by_key["item_id"].select("item_id", "day_n", "item_mean_watch_s")
     history = history_snapshots(events, needed, item_watch, cfg.history.lookback_days, cfg.history.max_items)
     _with_date(history).order_by(["day", "user_id"]).to_parquet(out_dir / "history.parquet")
     step("history snapshots")

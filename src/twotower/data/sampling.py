@@ -7,7 +7,7 @@ import ibis.expr.types as ir
 
 from twotower.config import SampleWeightConfig, SamplingConfig
 
-# The seed series' event weights for positives (negatives weigh 1.0).
+# The series' event weights (design.md) for positives (negatives weigh 1.0).
 EVENT_WEIGHTS = {"watched": 1.2, "liked": 1.5, "shared": 2.0, "any two": 2.5, "all three": 3.0}
 
 

@@ -1,4 +1,4 @@
-"""The seed's ranking metrics on the played re-ranking set, as pure vectorised array functions.
+"""The sheet's ranking metrics on the played re-ranking set, as pure vectorised array functions.
 
 Definitions: ``docs/metrics.md``. Input: one row per (user, item) with a binary label and a score. Every
 metric is the unweighted mean over evaluated users (at least one positive and one negative row) of a
@@ -6,11 +6,10 @@ per-user value. Within a user, items are ranked by score descending, equal score
 item id first; ``auc`` and ``map`` are scikit-learn's ``roc_auc_score`` / ``average_precision_score``,
 which treat equal scores as one threshold (ties count one half in ``auc``).
 
-Implementation: one sort of all rows by (user, score descending, item id), then segment operations
-(cumulative sums, ``bincount``, ``searchsorted``) over the sorted rows; no Python loop over users. The sort
-packs the user code and the leading bits of the score into one 64-bit key; rows whose keys collide (equal
-scores, or scores equal in their leading bits) are then put in exact (score, item id) order by a second
-sort over those rows only.
+Implementation, in three steps that follow ``docs/metrics.md``: (1) ``sorted_lists``: one sort of all rows by
+(user, score descending, item id) (``ranking_sort.py``) and, per positive row, its user, rank and the tie
+group it falls in; (2) one small segment reduction per metric (``bincount`` over the positives' users; no
+Python loop over users); (3) ``ranking_metrics`` averages over the evaluated users and adds the counts.
 """
 
 from __future__ import annotations
@@ -22,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from twotower.evaluate.ranking_sort import dense_user_codes, sort_rows
+
 AVG_PREC_KS: tuple[int, ...] = (10,)
 NDCG_KS: tuple[int, ...] = (5, 10)
 RECALL_KS: tuple[int, ...] = (5, 10, 50, 100)
@@ -30,17 +31,13 @@ RECALL_GT_NS: tuple[int, ...] = (5, 100)
 LEFT_OUT_ALL_POSITIVE = "all positive"
 LEFT_OUT_ALL_NEGATIVE = "all negative"
 
-_U64 = np.uint64
-_SIGN = _U64(1 << 63)
-
-
 def metric_names(
     avg_prec_ks: Sequence[int] = AVG_PREC_KS,
     ndcg_ks: Sequence[int] = NDCG_KS,
     recall_ks: Sequence[int] = RECALL_KS,
     recall_gt_ns: Sequence[int] = RECALL_GT_NS,
 ) -> list[str]:
-    """The metric names in the seed's column order (with the default k and N: exactly the seed's columns)."""
+    """The metric names in the sheet's column order (with the default k and N: exactly the sheet's columns)."""
     return (
         ["auc"]
         + [f"avg_prec@{k}" for k in avg_prec_ks]
@@ -52,12 +49,12 @@ def metric_names(
     )
 
 
-SEED_METRICS: tuple[str, ...] = tuple(metric_names())
+SHEET_METRICS: tuple[str, ...] = tuple(metric_names())
 
 
 @dataclass(frozen=True)
 class RankingMetrics:
-    """Every metric of the seed's table plus the counts behind them.
+    """Every metric of the sheet's table plus the counts behind them.
 
     ``values`` maps metric name (seed order) to its value, ``None`` when no user qualifies.
     """
@@ -141,108 +138,6 @@ def as_finite_scores(scores: Any) -> np.ndarray:
     return s
 
 
-def _user_codes(user_ids: np.ndarray) -> np.ndarray:
-    """Non-negative int64 codes, equal for equal user ids (the code's order does not matter)."""
-    if user_ids.dtype.kind in "iu" and len(user_ids):
-        lo, hi = int(user_ids.min()), int(user_ids.max())
-        if hi - lo < 1 << 40:
-            return user_ids.astype(np.int64) - lo if lo else user_ids.astype(np.int64, copy=False)
-    if user_ids.dtype.kind == "b":
-        return user_ids.astype(np.int64)
-    codes, _ = pd.factorize(user_ids, use_na_sentinel=True)
-    if len(codes) and codes.min() < 0:
-        raise ValueError("user ids must not be missing")
-    return codes.astype(np.int64, copy=False)
-
-
-def _descending_key(scores: np.ndarray) -> np.ndarray:
-    """uint64 whose ascending order is the scores' descending order (scores finite, -0.0 == 0.0)."""
-    bits = (scores + 0.0).view(_U64)  # + 0.0 turns -0.0 into 0.0 (and copies)
-    sign = bits >> _U64(63)
-    # ascending key = bits ^ (sign ? all ones : sign bit); descending key = its complement
-    mask = np.subtract(_U64(0), sign)
-    mask |= _SIGN
-    np.invert(mask, out=mask)
-    bits ^= mask
-    return bits
-
-
-def _dense_codes(values: np.ndarray) -> np.ndarray:
-    """Non-negative int64 codes that keep the order of ``values`` (equal values, equal codes)."""
-    if values.dtype.kind in "iub" and len(values):
-        lo, hi = int(values.min()), int(values.max())
-        if hi - lo < 1 << 40:
-            return values.astype(np.int64) - lo
-    return np.unique(values, return_inverse=True)[1].astype(np.int64).ravel()
-
-
-def _order_runs(rows: np.ndarray, run_id: np.ndarray, item_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """``rows`` (runs of equal packed key, contiguous, run ids ascending) in (score desc, item id) order."""
-    sc = scores[rows]
-    codes = _dense_codes(item_ids[rows])
-    run_bits = int(run_id[-1]).bit_length()
-    item_bits = max(1, int(codes.max()).bit_length())
-    out = np.empty_like(rows)
-    differs = (run_id[1:] == run_id[:-1]) & (sc[1:] != sc[:-1])
-    mixed_run = np.zeros(
-        int(run_id[-1]) + 1, dtype=bool
-    )  # runs of different exact scores (equal leading bits)
-    mixed_run[run_id[1:][differs]] = True
-    mixed = mixed_run[run_id]
-    if run_bits + item_bits > 63:
-        mixed[:] = True
-    if mixed.any():
-        # full order (the row number last: duplicate (user, item, score) rows in a fixed order)
-        m = np.flatnonzero(mixed)
-        out[m] = rows[m][np.lexsort((rows[m], codes[m], -sc[m], run_id[m]))]
-    if not mixed.all():
-        # runs of one exact score (genuine ties, the usual case): order by (run, item id)
-        p = np.flatnonzero(~mixed)
-        key = run_id[p].astype(np.int64) << item_bits
-        key |= codes[p]
-        out[p] = rows[p][np.argsort(key)]
-    return out
-
-
-def sort_rows(
-    user_codes: np.ndarray, item_ids: np.ndarray, scores: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
-    """Row order by (user, score descending, item id).
-
-    Returns the order, the sorted packed keys (user code in the top bits), the number of score bits in
-    the key, and ``tied``: for each sorted row, whether it has the same user and exact score as the row
-    before it.
-    """
-    n = len(scores)
-    user_bits = max(1, int(user_codes.max()).bit_length()) if n else 1
-    score_bits = 64 - user_bits
-    key = _descending_key(scores)
-    key >>= _U64(user_bits)
-    key |= user_codes.astype(_U64) << _U64(score_bits)
-    order = np.argsort(key)
-    skey = key[order]
-    del key
-    same = skey[1:] == skey[:-1]
-    tied = np.zeros(n, dtype=bool)
-    idx = np.flatnonzero(same)
-    if len(idx):
-        # runs of equal keys: put them in exact (score desc, item asc) order; run ids keep runs in place
-        in_run = np.zeros(n, dtype=bool)
-        in_run[1:] = same
-        in_run[:-1] |= same
-        del same
-        idx = np.flatnonzero(in_run)
-        del in_run
-        run_start = np.ones(len(idx), dtype=bool)
-        run_start[1:] = skey[idx[1:]] != skey[idx[1:] - 1]
-        run_id = np.cumsum(run_start)
-        rows = _order_runs(order[idx], run_id, item_ids, scores)
-        order[idx] = rows
-        sc = scores[rows]
-        tied[idx[1:]] = ~run_start[1:] & (sc[1:] == sc[:-1])
-    return order, skey, score_bits, tied
-
-
 # ------------------------------------------------------------------------------------------ the metrics
 
 
@@ -263,6 +158,140 @@ def global_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float((below + 0.5 * (upto - below)) / (float(len(pos)) * float(len(neg))))
 
 
+@dataclass
+class SortedLists:
+    """Every user's list in rank order, seen through its positive rows (P of them, R users).
+
+    ``order`` (N,) row order; ``starts`` (R,) first sorted row of each user; ``n``, ``r`` (R,) list length and
+    positives per user. Per positive row, in sorted order: ``seg`` its user, ``pos`` its 1-based rank in the
+    list, ``j`` its 1-based rank among the user's positives; ``pos_end``, ``j_end`` the same at the end of
+    its group of tied scores, ``neg_in_group`` the negatives tied with it (None when no score is tied).
+    """
+
+    order: np.ndarray
+    starts: np.ndarray
+    n: np.ndarray
+    r: np.ndarray
+    seg: np.ndarray
+    pos: np.ndarray
+    j: np.ndarray
+    pos_end: np.ndarray
+    j_end: np.ndarray
+    neg_in_group: np.ndarray | None
+
+    @property
+    def n_users(self) -> int:
+        return len(self.starts)
+
+    def per_user_sum(self, weights: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Sum of a per-positive quantity (P,) over each user's positives -> (R,)."""
+        if mask is None:
+            return np.bincount(self.seg, weights=weights, minlength=self.n_users)
+        return np.bincount(self.seg[mask], weights=weights[mask], minlength=self.n_users)
+
+    def per_user_count(self, mask: np.ndarray) -> np.ndarray:
+        """Positives per user for which ``mask`` (P,) holds -> (R,)."""
+        return np.bincount(self.seg[mask], minlength=self.n_users)
+
+
+def sorted_lists(codes: np.ndarray, items: np.ndarray, y_in: np.ndarray, s_in: np.ndarray) -> SortedLists:
+    """Sort the rows (user code, item id, label, score; (N,) each) and locate every positive row."""
+    n_rows = len(s_in)
+    if n_rows == 0:
+        order, starts, tied = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    else:
+        order, skey, score_bits, tied = sort_rows(codes, items, s_in)
+        user_sorted = skey >> np.uint64(score_bits)
+        del skey
+        new_user = np.empty(n_rows, dtype=bool)
+        new_user[0] = True
+        np.not_equal(user_sorted[1:], user_sorted[:-1], out=new_user[1:])
+        del user_sorted
+        starts = np.flatnonzero(new_user)
+        del new_user
+    y = y_in[order]
+    n = np.diff(np.append(starts, n_rows))  # list length per user
+    r = np.add.reduceat(y, starts, dtype=np.int64) if len(starts) else np.zeros(0, np.int64)
+
+    # positive rows in sorted order: their user, rank (pos) within the user, and rank among its positives (j)
+    pidx = np.flatnonzero(y)
+    seg = np.repeat(np.arange(len(starts)), r)
+    pstart = np.cumsum(r) - r
+    ustart = starts[seg]
+    pos = pidx - ustart + 1
+    j = np.arange(len(pidx)) - pstart[seg] + 1
+
+    # equal scores within a user: the group of tied rows a positive row belongs to ([gs, ge], sorted rows)
+    if tied.any():
+        gstarts = np.flatnonzero(~tied)
+        gi = np.searchsorted(gstarts, pidx, side="right") - 1
+        gs = gstarts[gi]
+        ge = np.append(gstarts, n_rows)[gi + 1] - 1
+        del gstarts, gi
+        pos_end = ge - ustart + 1  # rank of the tie group's last row
+        j_end = np.searchsorted(pidx, ge, side="right") - pstart[seg]  # positives up to the group's end
+        neg_before = (gs - ustart) - (np.searchsorted(pidx, gs, side="left") - pstart[seg])
+        neg_in_group = (pos_end - j_end) - neg_before
+    else:
+        pos_end, j_end, neg_in_group = pos, j, None
+    return SortedLists(order, starts, n, r, seg, pos, j, pos_end, j_end, neg_in_group)
+
+
+# Per-user values, one function per metric of docs/metrics.md; each returns (R,) (NaN/inf where undefined).
+
+
+def per_user_auc(lists: SortedLists) -> np.ndarray:
+    """For each positive, the negatives ranked strictly below its tie group plus half those tied with it,
+    over (positives x negatives)."""
+    neg_after = (lists.n - lists.r)[lists.seg] - (lists.pos_end - lists.j_end)
+    pairs = neg_after.astype(np.float64)
+    if lists.neg_in_group is not None:
+        pairs += 0.5 * lists.neg_in_group
+    return lists.per_user_sum(pairs) / (lists.r.astype(np.float64) * (lists.n - lists.r).astype(np.float64))
+
+
+def per_user_map(lists: SortedLists) -> np.ndarray:
+    """scikit-learn's step-wise AP: mean over positives of the precision at their tie group's end."""
+    return lists.per_user_sum(lists.j_end / lists.pos_end) / lists.r.astype(np.float64)
+
+
+def per_user_mrr(lists: SortedLists) -> np.ndarray:
+    """MIND's mrr: mean over all positives of 1 / rank."""
+    return lists.per_user_sum(1.0 / lists.pos) / lists.r.astype(np.float64)
+
+
+def per_user_avg_prec(lists: SortedLists, k: int) -> np.ndarray:
+    """(1 / min(r, k)) * sum over positives in the top k of the precision at their rank."""
+    prec = lists.j * (1.0 / lists.pos)
+    return lists.per_user_sum(prec, lists.pos <= k) / np.minimum(lists.r, k)
+
+
+def per_user_ndcg(lists: SortedLists, ks: Sequence[int]) -> dict[int, np.ndarray]:
+    """Binary-gain DCG@k over the ideal DCG@k (min(r, k) hits at the top), for every k in ``ks``."""
+    kmax = max(ks, default=0)
+    if not kmax:
+        return {}
+    # ideal DCG@k = sum_{i <= min(r, k)} 1 / log2(i + 1): cumulative discounts, index = count
+    ideal = np.concatenate(([0.0], np.cumsum(1.0 / np.log2(np.arange(2, kmax + 2)))))
+    top = lists.pos <= kmax
+    gain, seg_k, pos_k = 1.0 / np.log2(lists.pos[top] + 1.0), lists.seg[top], lists.pos[top]
+    out = {}
+    for k in ks:
+        m = pos_k <= k
+        out[k] = np.bincount(seg_k[m], weights=gain[m], minlength=lists.n_users) / ideal[np.minimum(lists.r, k)]
+    return out
+
+
+def per_user_recall(lists: SortedLists, k: int) -> np.ndarray:
+    """Positives in the top k over min(k, r)."""
+    return lists.per_user_count(lists.pos <= k) / np.minimum(lists.r, k)
+
+
+def per_user_recall_all_pos(lists: SortedLists) -> np.ndarray:
+    """R-precision: positives in the top r over r."""
+    return lists.per_user_count(lists.pos <= lists.r[lists.seg]) / lists.r.astype(np.float64)
+
+
 def ranking_metrics(
     user_ids: Any,
     item_ids: Any,
@@ -275,149 +304,88 @@ def ranking_metrics(
     recall_gt_ns: Sequence[int] = RECALL_GT_NS,
     per_user: bool = False,
 ) -> RankingMetrics:
-    """All metrics of the seed's table for one scored re-ranking set (see the module docstring).
+    """All metrics of the sheet's table for one scored re-ranking set (see the module docstring).
 
-    ``per_user=True`` also returns a table with one row per input user: ``user_id``, ``n``, ``n_pos``,
-    ``status`` ("evaluated" or why left out) and every per-user metric value (NaN where not evaluated).
+    Inputs (N,) each. ``per_user=True`` also returns a table with one row per input user: ``user_id``,
+    ``n``, ``n_pos``, ``status`` ("evaluated" or why left out) and every per-user metric value (NaN where not
+    evaluated).
     """
     avg_prec_ks = _check_ks("avg_prec_ks", avg_prec_ks)
     ndcg_ks = _check_ks("ndcg_ks", ndcg_ks)
     recall_ks = _check_ks("recall_ks", recall_ks)
     recall_gt_ns = _check_ns("recall_gt_ns", recall_gt_ns)
-    users = np.asarray(user_ids)
-    items = np.asarray(item_ids)
-    y_in = as_binary_labels(labels)
-    s_in = as_finite_scores(scores)
-    n_rows_input = len(s_in)
+    users, items, y_in, s_in = _check_inputs(user_ids, item_ids, labels, scores)
+    lists = sorted_lists(dense_user_codes(users), items, y_in, s_in)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per: dict[str, np.ndarray] = {"auc": per_user_auc(lists), "map": per_user_map(lists)}
+        per["mrr"] = per_user_mrr(lists)
+        for k in avg_prec_ks:
+            per[f"avg_prec@{k}"] = per_user_avg_prec(lists, k)
+        for k, values in per_user_ndcg(lists, ndcg_ks).items():
+            per[f"ndcg@{k}"] = values
+        for k in recall_ks:
+            per[f"recall@{k}"] = per_user_recall(lists, k)
+        per["recall@all_pos"] = per_user_recall_all_pos(lists)
+    names = metric_names(avg_prec_ks, ndcg_ks, recall_ks, recall_gt_ns)
+    return _assemble(lists, per, names, users, y_in, s_in, per_user)
+
+
+def _check_inputs(user_ids: Any, item_ids: Any, labels: Any, scores: Any) -> tuple[np.ndarray, ...]:
+    users, items = np.asarray(user_ids), np.asarray(item_ids)
+    y_in, s_in = as_binary_labels(labels), as_finite_scores(scores)
     if not (users.ndim == items.ndim == y_in.ndim == s_in.ndim == 1):
         raise ValueError("user_ids, item_ids, labels and scores must be one-dimensional")
-    if not (len(users) == len(items) == len(y_in) == n_rows_input):
+    if not (len(users) == len(items) == len(y_in) == len(s_in)):
         raise ValueError(
             f"user_ids, item_ids, labels and scores must have the same length, got "
-            f"{len(users)}, {len(items)}, {len(y_in)}, {n_rows_input}"
+            f"{len(users)}, {len(items)}, {len(y_in)}, {len(s_in)}"
         )
     if items.dtype.kind not in "iufbUSO":
         raise ValueError(f"item ids must be numbers or strings, got dtype {items.dtype}")
     if items.dtype.kind == "O" and pd.isna(items).any():
         raise ValueError("item ids must not be missing")
+    return users, items, y_in, s_in
 
-    codes = _user_codes(users)
-    if n_rows_input == 0:
-        order = np.zeros(0, dtype=np.int64)
-        starts = np.zeros(0, dtype=np.int64)
-        tied = np.zeros(0, dtype=bool)
-    else:
-        order, skey, score_bits, tied = sort_rows(codes, items, s_in)
-        user_sorted = skey >> _U64(score_bits)
-        del skey
-        new_user = np.empty(n_rows_input, dtype=bool)
-        new_user[0] = True
-        np.not_equal(user_sorted[1:], user_sorted[:-1], out=new_user[1:])
-        del user_sorted
-        starts = np.flatnonzero(new_user)
-        del new_user
-    y = y_in[order]
-    n_users_input = len(starts)
-    n = np.diff(np.append(starts, n_rows_input))  # list length per user
-    r = np.add.reduceat(y, starts, dtype=np.int64) if n_users_input else np.zeros(0, np.int64)
 
-    # positive rows in sorted order: their user, rank (pos) within the user, and rank among its positives (j)
-    pidx = np.flatnonzero(y)
-    seg = np.repeat(np.arange(n_users_input), r)
-    pstart = np.cumsum(r) - r
-    ustart = starts[seg]
-    pos = pidx - ustart + 1
-    j = np.arange(len(pidx)) - pstart[seg] + 1
-
-    # equal scores within a user: the group of tied rows a positive row belongs to ([gs, ge], sorted rows)
-    if tied.any():
-        gstarts = np.flatnonzero(~tied)
-        gi = np.searchsorted(gstarts, pidx, side="right") - 1
-        gs = gstarts[gi]
-        ge = np.append(gstarts, n_rows_input)[gi + 1] - 1
-        del gstarts, gi
-        pos_end = ge - ustart + 1  # rank of the tie group's last row
-        j_end = np.searchsorted(pidx, ge, side="right") - pstart[seg]  # positives up to the group's end
-        neg_before = (gs - ustart) - (np.searchsorted(pidx, gs, side="left") - pstart[seg])
-        neg_in_group = (pos_end - j_end) - neg_before
-        del gs, ge, neg_before
-    else:
-        pos_end, j_end, neg_in_group = pos, j, None
-    del tied
-
-    nu = n_users_input
-
-    def per_user_sum(weights: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        if mask is None:
-            return np.bincount(seg, weights=weights, minlength=nu)
-        return np.bincount(seg[mask], weights=weights[mask], minlength=nu)
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r_f = r.astype(np.float64)
-        neg_total = (n - r).astype(np.float64)
-        # auc: for each positive, the negatives ranked strictly below its tie group, plus half those tied
-        neg_after = (n - r)[seg] - (pos_end - j_end)
-        pairs = neg_after.astype(np.float64)
-        if neg_in_group is not None:
-            pairs += 0.5 * neg_in_group
-        del neg_after
-        per: dict[str, np.ndarray] = {}
-        per["auc"] = per_user_sum(pairs) / (r_f * neg_total)
-        del pairs
-        # map: scikit-learn's step-wise AP = mean over positives of the precision at their tie group's end
-        per["map"] = per_user_sum(j_end / pos_end) / r_f
-        del pos_end, j_end, neg_in_group
-        inv_pos = 1.0 / pos
-        per["mrr"] = per_user_sum(inv_pos) / r_f
-        prec = j * inv_pos  # precision at the rank of each positive
-        for k in avg_prec_ks:
-            per[f"avg_prec@{k}"] = per_user_sum(prec, pos <= k) / np.minimum(r, k)
-        del prec, inv_pos
-        kmax = max(ndcg_ks, default=0)
-        if kmax:
-            # ideal DCG@k = sum_{i <= min(r, k)} 1 / log2(i + 1): cumulative discounts, index = count
-            ideal = np.concatenate(([0.0], np.cumsum(1.0 / np.log2(np.arange(2, kmax + 2)))))
-            gain = 1.0 / np.log2(pos[pos <= kmax] + 1.0)
-            seg_k, pos_k = seg[pos <= kmax], pos[pos <= kmax]
-            for k in ndcg_ks:
-                m = pos_k <= k
-                dcg = np.bincount(seg_k[m], weights=gain[m], minlength=nu)
-                per[f"ndcg@{k}"] = dcg / ideal[np.minimum(r, k)]
-            del gain, seg_k, pos_k
-        for k in recall_ks:
-            per[f"recall@{k}"] = np.bincount(seg[pos <= k], minlength=nu) / np.minimum(r, k)
-        all_pos = np.bincount(seg[pos <= r[seg]], minlength=nu) / r_f
-        per["recall@all_pos"] = all_pos
-
+def _assemble(
+    lists: SortedLists,
+    per: dict[str, np.ndarray],
+    names: list[str],
+    users: np.ndarray,
+    y_in: np.ndarray,
+    s_in: np.ndarray,
+    per_user: bool,
+) -> RankingMetrics:
+    """Means over the evaluated users (at least one positive and one negative), counts, optional table."""
+    n, r = lists.n, lists.r
     evaluated = (r > 0) & (r < n)
     values: dict[str, float | None] = {}
     gt_users: dict[str, int] = {}
-    names = metric_names(avg_prec_ks, ndcg_ks, recall_ks, recall_gt_ns)
     for name in names:
         if name.startswith("recall@gt_"):
             big = evaluated & (n > int(name.removeprefix("recall@gt_")))
             gt_users[name] = int(big.sum())
-            values[name] = _mean(all_pos, big)
+            values[name] = _mean(per["recall@all_pos"], big)
         else:
             values[name] = _mean(per[name], evaluated)
 
     n_users = int(evaluated.sum())
     n_rows = int(n[evaluated].sum())
-    pos_rows = int(r[evaluated].sum())
     g_auc = None
     if n_users:
-        if n_users == n_users_input:
+        if n_users == lists.n_users:
             g_auc = global_auc(y_in, s_in)
         else:
-            keep = order[np.repeat(evaluated, n)]  # the evaluated rows (in sorted order)
+            keep = lists.order[np.repeat(evaluated, n)]  # the evaluated rows (in sorted order)
             g_auc = global_auc(y_in[keep], s_in[keep])
 
     table = None
     if per_user:
-        status = np.full(nu, "evaluated", dtype=object)
+        status = np.full(lists.n_users, "evaluated", dtype=object)
         status[r == n] = LEFT_OUT_ALL_POSITIVE
         status[r == 0] = LEFT_OUT_ALL_NEGATIVE
-        cols: dict[str, Any] = {"user_id": users[order[starts]], "n": n, "n_pos": r, "status": status}
+        cols: dict[str, Any] = {"user_id": users[lists.order[lists.starts]], "n": n, "n_pos": r, "status": status}
         for name in names:
             if not name.startswith("recall@gt_"):
                 cols[name] = np.where(evaluated, per[name], np.nan)
@@ -428,9 +396,9 @@ def ranking_metrics(
         global_auc=g_auc,
         n_users=n_users,
         n_rows=n_rows,
-        positive_share=pos_rows / n_rows if n_rows else None,
-        n_users_input=n_users_input,
-        n_rows_input=n_rows_input,
+        positive_share=int(r[evaluated].sum()) / n_rows if n_rows else None,
+        n_users_input=lists.n_users,
+        n_rows_input=len(s_in),
         users_left_out={
             LEFT_OUT_ALL_POSITIVE: int(((r == n) & (n > 0)).sum()),
             LEFT_OUT_ALL_NEGATIVE: int((r == 0).sum()),
@@ -439,3 +407,10 @@ def ranking_metrics(
         per_user=table,
     )
 
+
+def mean_user_auc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tuple[float, int]:
+    """The table's ``auc`` (mean over users with both labels of their ROC AUC) and the user count, for rows
+    (N,) each; NaN when no user qualifies. Early stopping uses it, so training and reporting agree."""
+    result = ranking_metrics(users, np.arange(len(users)), (np.asarray(labels) > 0).astype(np.int8), scores)
+    auc = result.values["auc"]
+    return (float("nan") if auc is None else float(auc)), result.n_users

@@ -1,27 +1,20 @@
-"""``twotower metrics SCORES [--json OUT]``: the seed's metrics for any model's scores file.
+"""Any model's scores file for the played re-ranking metrics (``twotower metrics``).
 
 The file (Parquet, or CSV) holds one row per (user, item) of the played re-ranking set with columns
-``user_id``, ``item_id``, ``label`` (0/1) and ``score`` (finite). Other columns are ignored. The command
-prints the seed's results table for the scores and, beside them, for seeded random scores (the
-popularity baseline needs the training window, so it is not available from a scores file alone), with
-the count columns; ``--json`` writes the scores' metrics as JSON (metric name to value, ``null`` when not
-available, plus the counts).
+``user_id``, ``item_id``, ``label`` (0/1) and ``score`` (finite). Other columns are ignored. ``read_scores``
+validates it; ``scores_metrics`` computes the sheet's metrics.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from twotower.evaluate.baselines import random_scores
 from twotower.evaluate.metrics import RankingMetrics, ranking_metrics
-from twotower.evaluate.tables import experiment_rows, left_out_line, results_table
 
 REQUIRED_COLUMNS = ("user_id", "item_id", "label", "score")
-RANDOM_SEED = 0
 
 
 def read_scores(path: Path) -> pd.DataFrame:
@@ -88,20 +81,3 @@ def scores_metrics(frame: pd.DataFrame) -> RankingMetrics:
         frame["label"].to_numpy().astype(np.int8),
         pd.to_numeric(frame["score"]).to_numpy(dtype=np.float64),
     )
-
-
-def metrics_command(scores: Path, json_out: Path | None) -> None:
-    """Print the results table for a scores file (and a random baseline); write the metrics as JSON."""
-    import typer
-
-    frame = read_scores(Path(scores))
-    model = scores_metrics(frame)
-    random = scores_metrics(frame.assign(score=random_scores(len(frame), seed=RANDOM_SEED)))
-    label = Path(scores).stem
-    typer.echo(results_table(experiment_rows(label, model=model, random=random), extra=True), nl=False)
-    typer.echo(left_out_line(model))
-    if json_out is not None:
-        json_out = Path(json_out)
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(model.as_dict(), indent=2) + "\n")
-        typer.echo(f"wrote {json_out}")

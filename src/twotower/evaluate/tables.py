@@ -1,9 +1,9 @@
-"""The seed's results table in Markdown, with rows for the baselines and optional count columns.
+"""The sheet's results table in Markdown, with rows for the baselines and optional count columns.
 
-Columns exactly as the seed: ``Experiment No | auc | avg_prec@10 | map | mrr | ndcg@5 | ndcg@10 | recall@5 |
+Columns exactly as the sheet: ``Experiment No | auc | avg_prec@10 | map | mrr | ndcg@5 | ndcg@10 | recall@5 |
 recall@10 | recall@50 | recall@100 | recall@gt_5 | recall@gt_100 | recall@all_pos``; two decimals, three
-for the ``recall@gt_N`` and ``recall@all_pos`` columns (as in the seed); ``n/a`` for a metric no user
-qualified for. ``extra=True`` appends the columns docs/metrics.md asks for beside the seed's: global_auc,
+for the ``recall@gt_N`` and ``recall@all_pos`` columns (as in the sheet); ``n/a`` for a metric no user
+qualified for. ``extra=True`` appends the columns docs/metrics.md asks for beside the sheet's: global_auc,
 users, rows, positive share and the user count behind each ``recall@gt_N``.
 """
 
@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from twotower.evaluate.metrics import SEED_METRICS, RankingMetrics
+from twotower.evaluate.metrics import SHEET_METRICS, RankingMetrics
 
 FIRST_COLUMN = "Experiment No"
 NOT_AVAILABLE = "n/a"
@@ -57,10 +57,10 @@ def experiment_rows(
 def results_table(
     rows: Iterable[tuple[str, RankingMetrics | Mapping[str, Any]]],
     *,
-    metrics: Sequence[str] = SEED_METRICS,
+    metrics: Sequence[str] = SHEET_METRICS,
     extra: bool = False,
 ) -> str:
-    """The seed's results table as Markdown: one row per (label, metrics result or ``as_dict()`` mapping)."""
+    """The sheet's results table as Markdown: one row per (label, metrics result or ``as_dict()`` mapping)."""
     rows = [(label, _as_mapping(result)) for label, result in rows]
     gt_names = [name for name in metrics if name.startswith("recall@gt_")]
     header = [FIRST_COLUMN, *metrics]
