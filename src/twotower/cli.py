@@ -28,6 +28,10 @@ DataOpt = Annotated[
     Path | None,
     typer.Option("--data", help="Your copy of the data (a directory or an events file); replaces data.path of the config."),
 ]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="SECTION.KEY=VALUE", help="Override one config key (a TOML value); repeatable."),
+]
 
 
 def _fail(message: str) -> None:
@@ -36,7 +40,9 @@ def _fail(message: str) -> None:
 
 
 @app.command()
-def prepare(config: ConfigArg, experiment: ExperimentOpt = None, out: OutOpt = None, data: DataOpt = None) -> None:
+def prepare(
+    config: ConfigArg, experiment: ExperimentOpt = None, out: OutOpt = None, data: DataOpt = None, set_: SetOpt = None
+) -> None:
     """Prepare the data: clean, filter, label and sample the logs into training examples, history snapshots
     and the evaluation set (Parquet), and print the funnel of rows kept at each step.
 
@@ -46,7 +52,7 @@ def prepare(config: ConfigArg, experiment: ExperimentOpt = None, out: OutOpt = N
     from twotower.data.validate import DataError
 
     try:
-        cfg = load_config(config, data_path=data)
+        cfg = load_config(config, data_path=data, overrides=set_ or ())
         experiments = [cfg.experiment(experiment)] if experiment is not None else list(cfg.experiments)
         root = out or Path("prepared") / cfg.name
         for exp in experiments:
@@ -64,6 +70,7 @@ def embed(
     prepared: Annotated[
         Path | None, typer.Option("--prepared", help="What `prepare --out` wrote (default: prepared/<config name>).")
     ] = None,
+    set_: SetOpt = None,
 ) -> None:
     """Encode item content and reduce it with PCA fitted on the training window's items.
 
@@ -73,7 +80,7 @@ def embed(
     from twotower.content.item_table import embed_prepared
 
     try:
-        cfg = load_config(config)
+        cfg = load_config(config, overrides=set_ or ())
         experiments = [cfg.experiment(experiment)] if experiment is not None else list(cfg.experiments)
         for exp in experiments:
             source = (prepared or Path("prepared") / cfg.name) / f"experiment_{exp.id}"
@@ -120,7 +127,7 @@ def metrics(
 
 
 @app.command()
-def run(config: ConfigArg, out: OutOpt = None, data: DataOpt = None) -> None:
+def run(config: ConfigArg, out: OutOpt = None, data: DataOpt = None, set_: SetOpt = None) -> None:
     """Run the whole experiment: prepare, embed, train and evaluate every experiment of the config.
 
     Prints and saves the sheet's tables (model beside its baselines) in a new directory
@@ -130,7 +137,7 @@ def run(config: ConfigArg, out: OutOpt = None, data: DataOpt = None) -> None:
     from twotower.pipeline import run as run_pipeline
 
     try:
-        run_pipeline(load_config(config, data_path=data), out_root=out or Path("runs"))
+        run_pipeline(load_config(config, data_path=data, overrides=set_ or ()), out_root=out or Path("runs"))
     except (ConfigError, DataError) as exc:
         _fail(str(exc))
 
