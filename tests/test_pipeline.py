@@ -38,7 +38,7 @@ def two_runs(tmp_path_factory):
 
 def test_run_writes_every_file(two_runs):
     _, first, _, _ = two_runs
-    for name in ("config.json", "tables.md", "summary.json", "metrics.png", "training.png"):
+    for name in ("config.toml", "tables.md", "summary.json", "metrics.png", "training.png"):
         assert (first / name).is_file(), name
     for name in EXPERIMENT_FILES:
         assert (first / "experiment_1" / name).is_file(), name

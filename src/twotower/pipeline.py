@@ -8,13 +8,12 @@ A failing experiment is reported as ``Failed: <reason>`` and the others still ru
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 import traceback
 from pathlib import Path
 
 from twotower.checkpoint import load_checkpoint
-from twotower.config import Config, ExperimentConfig, to_toml_dict
+from twotower.config import Config, ExperimentConfig, write_resolved_config
 from twotower.content.item_table import build_item_table, write_item_table
 from twotower.data.ingest import check_data_path
 from twotower.data.prepare import prepare_experiment
@@ -66,7 +65,7 @@ def run(cfg: Config, out_root: Path = Path("runs"), progress: bool = True) -> Pa
     """Run every experiment of ``cfg``; write and print the sheet's tables. Returns the run directory."""
     check_data_path(cfg.data)
     run_dir = new_run_dir(out_root, cfg.name)
-    (run_dir / "config.json").write_text(json.dumps(to_toml_dict(cfg), indent=2) + "\n")
+    write_resolved_config(cfg, run_dir / "config.toml")
     outcomes = []
     for exp in cfg.experiments:
         directory = run_dir / f"experiment_{exp.id}"
