@@ -18,6 +18,7 @@ import ibis
 import ibis.expr.types as ir
 
 from twotower.config import Config, ExperimentConfig
+from twotower.data.catalog import catalog_by_day, item_attributes, retrieval_sets
 from twotower.data.clean import add_local_time, canonical_events, clean_events, day_date, day_number
 from twotower.data.engine import connect
 from twotower.data.evalset import evaluable, played_rows
@@ -36,12 +37,14 @@ STEPS = (
     "evaluation set",
     "base features",
     "write examples",
+    "catalog and retrieval sets",
     "history snapshots",
     "items, users, popularity",
 )
 ITEM_KEEP = ("plays", "pos_rate", "mean_fraction", "likes", "shares")
 USER_KEEP = ("plays", "pos_rate", "mean_watch_s")
 FEATURE_KEYS = (("item_id", "item", ITEM_KEEP), ("creator_id", "creator", ITEM_KEEP), ("user_id", "user", USER_KEEP))
+ALL_KEYS, ITEM_KEYS, USER_KEYS = ("item_id", "creator_id", "user_id"), ("item_id", "creator_id"), ("user_id",)
 
 
 @dataclass(frozen=True)
@@ -130,10 +133,14 @@ def base_feature_tables(events: ir.Table, items: ir.Table | None, cfg: Config, d
     return BaseFeatureTables(priors, by_key, items)
 
 
-def add_base_features(rows: ir.Table, tables: BaseFeatureTables) -> ir.Table:
-    """Attach user, item and creator base features as of each row's day, item age and duration."""
+def add_base_features(rows: ir.Table, tables: BaseFeatureTables, keys: tuple[str, ...] = ALL_KEYS) -> ir.Table:
+    """Attach the base features of ``keys`` (user, item, creator) as of each row's day; with ``item_id``
+    also the item's age and duration."""
     for key, prefix, keep in FEATURE_KEYS:
-        rows = join_key_stats(rows, tables.by_key[key], key, prefix, tables.priors, keep)
+        if key in keys:
+            rows = join_key_stats(rows, tables.by_key[key], key, prefix, tables.priors, keep)
+    if "item_id" not in keys:
+        return rows
     if tables.items is not None:
         upload = tables.items.select("item_id", upload_day=tables.items.upload_date.epoch_days())
         rows = rows.left_join(upload, "item_id").drop("item_id_right")
@@ -144,13 +151,54 @@ def add_base_features(rows: ir.Table, tables: BaseFeatureTables) -> ir.Table:
 
 
 def item_table(events: ir.Table, items: ir.Table | None, filtered: ir.Table) -> ir.Table:
-    """Every item played in the experiment's days, with its side information and ``in_train``."""
+    """Every item of the items table and every item played in the experiment's days, with its side
+    information and ``in_train`` (so the content table covers the whole catalog)."""
     played = events.select("item_id").distinct()
     if items is not None:
+        played = items.select("item_id").union(played).distinct()
         played = played.left_join(items, "item_id").drop("item_id_right")
     in_train = filtered.select("item_id").distinct().mutate(in_train=ibis.literal(True))
     table = played.left_join(in_train, "item_id").drop("item_id_right")
     return table.mutate(in_train=ibis.coalesce(table.in_train, False)).order_by("item_id")
+
+
+def write_catalog_and_retrieval_sets(
+    all_events: ir.Table,
+    events: ir.Table,
+    days: ir.Table,
+    base_tables: BaseFeatureTables,
+    val_day: int,
+    cfg: Config,
+    out_dir: Path,
+    funnel: Funnel,
+) -> ir.Table:
+    """Write catalog.parquet (every day in ``days``), retrieval_users/targets and seen.parquet (the
+    validation day); count them in the funnel notes; return the retrieval users (cached)."""
+    attributes = item_attributes(all_events, base_tables.items)
+    catalog = catalog_by_day(attributes, days, lambda rows: add_base_features(rows, base_tables, ITEM_KEYS))
+    catalog = catalog.drop("duration_ms").cache()
+    _with_date(catalog).order_by(["day", "item_id"]).to_parquet(out_dir / "catalog.parquet")
+    sets = retrieval_sets(events, val_day, cfg.history.lookback_days, catalog.filter(catalog.day_n == val_day))
+    users = add_base_features(sets.users, base_tables, USER_KEYS).cache()
+    _with_date(users).order_by("user_id").to_parquet(out_dir / "retrieval_users.parquet")
+    sets.targets.order_by(["user_id", "item_id"]).to_parquet(out_dir / "retrieval_targets.parquet")
+    sets.seen.order_by(["user_id", "item_id"]).to_parquet(out_dir / "seen.parquet")
+    targets = sets.targets
+    counts = targets.aggregate(
+        users=targets.user_id.nunique(),
+        positives=targets.count(),
+        outside_catalog=(~targets.in_catalog).sum(),
+        seen=(targets.in_catalog & targets.seen).sum(),
+    ).to_pyarrow().to_pylist()[0]
+    per_day = catalog.group_by("day_n").aggregate(n=catalog.count()).order_by("day_n").to_pyarrow().to_pydict()
+    funnel.notes["catalog items per day"] = {str(day_date(d)): n for d, n in zip(per_day["day_n"], per_day["n"], strict=True)}
+    funnel.notes["retrieval"] = {
+        "users with a positive play": int(counts["users"] or 0),
+        "positive (user, item) pairs": int(counts["positives"] or 0),
+        "targets outside the catalog (unreachable)": int(counts["outside_catalog"] or 0),
+        "targets removed as already seen": int(counts["seen"] or 0),
+    }
+    return users
 
 
 def _with_date(table: ir.Table) -> ir.Table:
@@ -170,10 +218,10 @@ def prepare_experiment(
     _fresh_dir(out_dir, overwrite)
     step = Stages(f"prepare experiment {exp.id}", STEPS, enabled=progress)
     funnel = Funnel()
-    events, source = load_events(connect(cfg.data.engine), cfg, funnel)
+    all_events, source = load_events(connect(cfg.data.engine), cfg, funnel)
     step("read and clean")
     lookback_start = exp.train_start - dt.timedelta(days=cfg.history.lookback_days)
-    events = select_window(events, lookback_start, exp.val_date, "experiment's days (lookback included)")
+    events = select_window(all_events, lookback_start, exp.val_date, "experiment's days (lookback included)")
     train = select_window(events, exp.train_start, exp.train_end, "training window")
     val = select_window(events, exp.val_date, exp.val_date, "validation day")
     funnel.record(f"training window {exp.train_start} .. {exp.train_end}", train)
@@ -182,7 +230,10 @@ def prepare_experiment(
     funnel.record(f"validation day {exp.val_date}", val)
     eval_rows = evaluation_set(val, filtered, funnel)
     step("evaluation set")
-    days = examples.select("day_n").union(eval_rows.select("day_n")).distinct().cache()
+    # every training day and the validation day: the rows' days and the catalog's days
+    val_day = day_number(exp.val_date)
+    in_days = events.day_n.between(day_number(exp.train_start), day_number(exp.train_end)) | (events.day_n == val_day)
+    days = events.filter(in_days).select("day_n").distinct().cache()
     base_tables = base_feature_tables(events, source.items, cfg, days)
     step("base features")
     outcome_columns = ("fraction_watch", "watch_ms", "like", "share", "follow", "comment")
@@ -191,7 +242,10 @@ def prepare_experiment(
     eval_rows = add_base_features(eval_rows, base_tables)
     _with_date(eval_rows).order_by(["user_id", "item_id"]).to_parquet(out_dir / "eval.parquet")
     step("write examples")
-    needed = examples.select("user_id", "day_n").union(eval_rows.select("user_id", "day_n")).distinct()
+    retrieval_users = write_catalog_and_retrieval_sets(all_events, events, days, base_tables, val_day, cfg, out_dir, funnel)
+    step("catalog and retrieval sets")
+    needed = examples.select("user_id", "day_n").union(eval_rows.select("user_id", "day_n"))
+    needed = needed.union(retrieval_users.select("user_id", "day_n")).distinct()
     item_watch = base_tables.by_key["item_id"].select("item_id", "day_n", "item_mean_watch_s")
     history = history_snapshots(events, needed, item_watch, cfg.history.lookback_days, cfg.history.max_items)
     _with_date(history).order_by(["day", "user_id"]).to_parquet(out_dir / "history.parquet")
@@ -199,7 +253,8 @@ def prepare_experiment(
     item_table(events, source.items, filtered).to_parquet(out_dir / "items.parquet")
     if source.users is not None:
         source.users.order_by("user_id").to_parquet(out_dir / "users.parquet")
-    train.group_by("item_id").aggregate(plays=train.count()).order_by("item_id").to_parquet(out_dir / "popularity.parquet")
+    popularity = train.group_by("item_id").aggregate(plays=train.count(), positives=train.label.sum().cast("int64"))
+    popularity.order_by("item_id").to_parquet(out_dir / "popularity.parquet")
     step("items, users, popularity")
     funnel.notes["sources"] = list(source.files)
     funnel.notes["step_seconds"] = step.seconds
