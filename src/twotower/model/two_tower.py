@@ -13,7 +13,7 @@ item tower   content: the frozen content vector + a "not in the content table" f
              item_id: id embedding. It also outputs a scalar item bias: on short-video data whether a video is
              watched to the end depends strongly on the video itself.
 
-Batches are the dicts produced by ``FeatureSpace.transform`` (``twotower.model.features``); B = batch size,
+Batches are the dicts produced by ``FeatureSpace.transform`` (``twotower.model.feature_space``); B = batch size,
 L = history length, D = content dimension, d = ``output_dim``.
 """
 
