@@ -2,6 +2,8 @@
 
 - ``random_scores``: seeded uniform random scores.
 - ``popularity_scores``: the item's number of plays in the training window; items never played there get 0.
+- ``item_prior_scores``: the item's point-in-time positive rate as of the scored day (``item_pos_rate``,
+  smoothed toward the global rate exactly as the model's feature is: prepare computes it once for both).
 """
 
 from __future__ import annotations
@@ -59,3 +61,15 @@ def popularity_scores(
     hit = pos >= 0
     out[hit] = values[pos[hit]]
     return out
+
+
+def item_prior_scores(item_ids: Any, priors: pd.DataFrame) -> np.ndarray:
+    """The item prior (float64) of each item: ``priors`` has ``item_id`` and ``item_pos_rate`` as of one day
+    (the validation day's rows of ``eval.parquet`` or ``catalog.parquet``). An item without one gets the
+    mean prior of the table (the global rate's best stand-in), so that every row is scored."""
+    if not {"item_id", "item_pos_rate"} <= set(priors.columns):
+        raise ValueError("the item prior needs item_id and item_pos_rate columns (eval.parquet or catalog.parquet)")
+    table = priors.drop_duplicates("item_id").set_index("item_id")["item_pos_rate"].astype(np.float64)
+    pos = table.index.get_indexer(pd.Index(np.asarray(item_ids)))
+    fallback = float(table.mean()) if len(table) else 0.0
+    return np.where(pos >= 0, table.to_numpy()[np.clip(pos, 0, None)], fallback)
