@@ -127,4 +127,8 @@ def test_embed_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     report = json.loads((prepared / "item_embeddings.json").read_text())
     assert report["pca_fit_items"] == 30 and report["experiment"] == 1
     assert runner.invoke(app, ["embed", "t.toml", "--out", str(tmp_path / "elsewhere")]).exit_code == 0
+    # an earlier item table is never replaced silently
+    again = runner.invoke(app, ["embed", "t.toml", "-e", "1"])
+    assert again.exit_code == 2 and "exists; pass --overwrite" in again.output
+    assert runner.invoke(app, ["embed", "t.toml", "-e", "1", "--overwrite"]).exit_code == 0
     assert (tmp_path / "elsewhere" / "item_embeddings.parquet").is_file()

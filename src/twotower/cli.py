@@ -71,6 +71,7 @@ def embed(
         Path | None, typer.Option("--prepared", help="What `prepare --out` wrote (default: prepared/<config name>).")
     ] = None,
     set_: SetOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing item_embeddings.parquet.")] = False,
 ) -> None:
     """Encode item content and reduce it with PCA fitted on the training window's items.
 
@@ -87,6 +88,10 @@ def embed(
             target = source
             if out is not None:
                 target = out if len(experiments) == 1 else out / f"experiment_{exp.id}"
+            if (target / "item_embeddings.parquet").exists() and not overwrite:
+                raise ValueError(
+                    f"{target / 'item_embeddings.parquet'} exists; pass --overwrite to replace it, or --out elsewhere"
+                )
             report = embed_prepared(cfg, source, target, exp.id)
             typer.echo(
                 f"experiment {exp.id}: {report['items']} items, {report['encoder']} ({report['input_dim']}-d) -> "
@@ -126,20 +131,118 @@ def metrics(
         _fail(str(exc))
 
 
+NoReuseOpt = Annotated[
+    bool, typer.Option("--no-reuse", help="Prepare and embed anew even when an earlier run had the same inputs.")
+]
+
+
+def _exit_for(run_dir: Path) -> None:
+    """Exit 1 when some experiment failed (the tables are written all the same), so schedulers notice."""
+    from twotower.runs import COMPLETED, read_status
+
+    status = read_status(run_dir)
+    if status.get("state") != COMPLETED:
+        failed = status.get("failed_experiments") or []
+        typer.secho(f"failed: experiment(s) {', '.join(map(str, failed))} (see their error.txt)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1)
+
+
 @app.command()
-def run(config: ConfigArg, out: OutOpt = None, data: DataOpt = None, set_: SetOpt = None) -> None:
+def run(
+    config: Annotated[
+        Path | None, typer.Argument(help="The experiment config file (TOML), e.g. configs/kuairand_blip_history.toml.")
+    ] = None,
+    out: OutOpt = None,
+    data: DataOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Finish this interrupted run directory instead of starting a new one.")
+    ] = None,
+    no_reuse: NoReuseOpt = False,
+) -> None:
     """Run the whole experiment: prepare, embed, train and evaluate every experiment of the config.
 
     Prints and saves the sheet's tables (model beside its baselines) in a new directory
-    runs/<config name>/<timestamp>/ (or under --out); an earlier run is never overwritten.
+    runs/<config name>/<timestamp>/ (or under --out); an earlier run is never overwritten. Prepared data and
+    content tables of an earlier run with the same inputs are reused (--no-reuse to redo them). Exit status:
+    0 when every experiment completed, 1 when some failed, 2 on bad input.
     """
+    from twotower import pipeline
     from twotower.data.validate import DataError
-    from twotower.pipeline import run as run_pipeline
+    from twotower.runs import RunError
 
     try:
-        run_pipeline(load_config(config, data_path=data, overrides=set_ or ()), out_root=out or Path("runs"))
-    except (ConfigError, DataError) as exc:
+        if resume is not None:
+            if config is not None:
+                raise ConfigError("--resume takes its config from the run directory; give no CONFIG")
+            run_dir = pipeline.resume(resume, reuse=not no_reuse)
+        elif config is None:
+            raise ConfigError("give a CONFIG file (or --resume RUN_DIR)")
+        else:
+            cfg = load_config(config, data_path=data, overrides=set_ or ())
+            run_dir = pipeline.run(cfg, out_root=out or Path("runs"), reuse=not no_reuse)
+    except (ConfigError, DataError, RunError) as exc:
         _fail(str(exc))
+    _exit_for(run_dir)
+
+
+@app.command()
+def train(
+    config: ConfigArg,
+    prepared: Annotated[Path, typer.Option("--prepared", help="What `prepare --out` wrote (holds experiment_<id>/).")],
+    items: Annotated[
+        Path | None, typer.Option("--items", help="A content table (item_embeddings.parquet) to use instead of embedding.")
+    ] = None,
+    experiment: Annotated[list[int] | None, typer.Option("--experiment", "-e", help="Only these experiment ids.")] = None,
+    out: OutOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train on prepared data, without preparing again: iterate on the model quickly.
+
+    Writes a new run directory (the same files `run` writes up to the model); finish it with
+    `twotower evaluate RUN_DIR`.
+    """
+    from twotower.data.validate import DataError
+    from twotower.pipeline import train_run
+    from twotower.runs import RunError
+
+    try:
+        cfg = load_config(config, overrides=set_ or ())
+        run_dir = train_run(cfg, prepared, out or Path("runs"), items, experiment)
+    except (ConfigError, DataError, RunError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"run directory: {run_dir}")
+
+
+@app.command()
+def evaluate(
+    target: Annotated[Path, typer.Argument(help="A run directory (from `train` or `run`), or a checkpoint (model.pt).")],
+    prepared: Annotated[
+        Path | None, typer.Option("--prepared", help="Prepared data to evaluate on (default: the run's own).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="With a checkpoint: its experiment config.")] = None,
+    experiment: ExperimentOpt = None,
+    out: OutOpt = None,
+) -> None:
+    """Evaluate a trained model: the sheet's tables and every evaluation file `run` writes.
+
+    With a run directory, every trained experiment is evaluated in place. With a checkpoint, --config and
+    --prepared are needed, and a new run directory is written.
+    """
+    from twotower.pipeline import evaluate_checkpoint, evaluate_run
+    from twotower.runs import RunError
+
+    try:
+        if target.is_dir():
+            evaluate_run(target, prepared)
+            run_dir = target
+        else:
+            if config is None or prepared is None:
+                raise ConfigError(f"{target} is a checkpoint: give --config CONFIG and --prepared DIR")
+            run_dir = evaluate_checkpoint(target, load_config(config), experiment, prepared, out or Path("runs"))
+    except (ConfigError, RunError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    _exit_for(run_dir)
 
 
 if __name__ == "__main__":

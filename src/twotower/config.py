@@ -238,8 +238,8 @@ class ExperimentConfig(Strict):
 
 
 class Config(Strict):
-    name: str
-    seed: int = 0
+    name: str = Field(description="The run's name: one path component (runs/<name>/<timestamp>/).")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Random seed (numpy accepts 0 .. 2**32 - 1).")
     data: DataConfig
     filters: FilterConfig = FilterConfig()
     label: LabelConfig = LabelConfig()
@@ -251,6 +251,14 @@ class Config(Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     experiments: Annotated[tuple[ExperimentConfig, ...], Field(min_length=1)]
+
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, value: str) -> str:
+        # the name becomes a directory under --out: it must not reach outside it
+        if not value or value in (".", "..") or any(c in value for c in "/\\\0") or Path(value).is_absolute():
+            raise ValueError(f"name {value!r} must be a single directory name (no '/', '\\', '..' or empty)")
+        return value
 
     @field_validator("experiments")
     @classmethod

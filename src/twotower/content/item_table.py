@@ -107,3 +107,9 @@ def embed_prepared(config: Config, prepared_dir: Path, out_dir: Path, experiment
     report["path"] = str(Path(out_dir) / "item_embeddings.parquet")
     (Path(out_dir) / "item_embeddings.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def read_item_table_frame(path: Path) -> pd.DataFrame:
+    """The content table as a DataFrame: ``item_id`` (int64) and ``vector`` (float32 array per row)."""
+    ids, vectors = read_item_table(path)
+    return pd.DataFrame({"item_id": ids, "vector": list(vectors)})

@@ -29,6 +29,7 @@ from twotower.data.history import history_snapshots
 from twotower.data.ingest import Source, read_source
 from twotower.data.sampling import sample_ratio, sample_weight
 from twotower.data.validate import DataError
+from twotower.io import write_json
 from twotower.progress import Stages
 
 STEPS = (
@@ -234,6 +235,8 @@ def prepare_experiment(
     val_day = day_number(exp.val_date)
     in_days = events.day_n.between(day_number(exp.train_start), day_number(exp.train_end)) | (events.day_n == val_day)
     days = events.filter(in_days).select("day_n").distinct().cache()
+    present = sorted(d for d in days.day_n.to_pyarrow().to_pylist() if d != val_day)
+    funnel.notes["training days with data"] = [str(day_date(d)) for d in present]
     base_tables = base_feature_tables(events, source.items, cfg, days)
     step("base features")
     outcome_columns = ("fraction_watch", "watch_ms", "like", "share", "follow", "comment")
@@ -259,5 +262,6 @@ def prepare_experiment(
     funnel.notes["sources"] = list(source.files)
     funnel.notes["step_seconds"] = step.seconds
     funnel.write(out_dir / "funnel.json")
+    write_json(out_dir / "prepare.json", {"state": "completed", "config": cfg.name, "experiment": exp.id})
     step.close()
     return PrepareResult(out_dir, funnel)
