@@ -13,6 +13,7 @@ from twotower.config import parse_config
 from twotower.data.clean import add_local_time, label_expression
 from twotower.data.history import history_snapshots
 from twotower.data.prepare import prepare_experiment
+from twotower.data.sampling import row_hash_py, threshold
 from twotower.data.validate import DataError
 
 
@@ -46,14 +47,31 @@ def test_funnel_counts(prepared):
     client = steps["client filter"]
     assert (client.rows, client.users, client.positive_share) == (6, 2, pytest.approx(2 / 6))
     sampled = steps["sampled 5:5"]
-    assert (sampled.rows, sampled.positive_share) == (4, 0.5)
+    kept = _kept_negatives(prepared["cfg"].seed)
+    assert (sampled.rows, sampled.positive_share) == (2 + len(kept), pytest.approx(2 / (2 + len(kept))))
     assert json.loads((prepared["dir"] / "funnel.json").read_text())["drops"]["exact duplicate"] == 1
+
+
+# The client-filtered training rows: 2 positives, (2, 10, 05-01) and (3, 10, 05-02), and 4 negatives; 5:5
+# keeps every positive and each negative with probability 2/4, decided by the row's hash (data/sampling.py).
+FILTERED_NEGATIVES = [(2, 12, "2022-05-01", "10:00"), (2, 10, "2022-05-03", "08:00"), (3, 10, "2022-05-01", "08:00"), (3, 12, "2022-05-03", "08:00")]
+
+
+def _kept_negatives(seed: int) -> list[tuple[int, int]]:
+    limit = threshold(2, 4)
+    return [
+        (u, i)
+        for u, i, day, hhmm in FILTERED_NEGATIVES
+        if row_hash_py(u, i, int(utc_timestamp(day, hhmm).timestamp() * 1000), seed) < limit
+    ]
 
 
 def test_training_examples(prepared):
     train = prepared["train"]
+    kept = _kept_negatives(prepared["cfg"].seed)
+    assert 0 < len(kept) < 4  # the seed of tinylog.py leaves a real choice to check
     assert set(train.user_id) == {2, 3} and set(train.item_id) <= {10, 12}
-    assert sorted(train.label) == [0, 0, 1, 1]
+    assert sorted(zip(train[train.label == 0].user_id, train[train.label == 0].item_id, strict=True)) == sorted(kept)
     assert (train.weight == 1.0).all()
     # the two positives are (2, 10, 05-01) and (3, 10, 05-02): all positives are kept
     positives = train[train.label == 1].sort_values("user_id")

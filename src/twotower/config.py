@@ -112,8 +112,14 @@ class SampleWeightConfig(Strict):
 
 
 class SamplingConfig(Strict):
+    """Positive:negative ratio of the training examples (about; each row is kept by its own hash).
+
+    ``global``: one keep rate per label for all rows (the sheet: about 5:5 overall); ``per_user``: per user,
+    so that each user's rows are about positive:negative (users with one label keep every row)."""
+
     positive: int = Field(5, ge=1)
     negative: int = Field(5, ge=1)
+    mode: Literal["global", "per_user"] = "global"
 
 
 class HistoryConfig(Strict):
