@@ -28,6 +28,7 @@ from twotower.content.item_table import build_item_table, read_item_table_frame,
 from twotower.data.ingest import check_data_path
 from twotower.data.prepare import prepare_experiment
 from twotower.data.prepared import PreparedTables, is_complete
+from twotower.evaluate.per_user import played_per_user, write_per_user
 from twotower.evaluate.played import evaluate_played
 from twotower.inference import score
 from twotower.io import write_atomic, write_json, write_text
@@ -155,6 +156,7 @@ def evaluate_stage(
     frame = data.eval.assign(score=scores)[["user_id", "item_id", "label", "score"]]
     write_atomic(directory / "scores.parquet", lambda tmp: frame.to_parquet(tmp))
     played = evaluate_played(data.eval, scores, data.popularity, cfg.seed, data.history)
+    write_per_user(directory / "per_user.parquet", played_per_user(data.eval, scores, data.popularity, cfg.seed, played.metrics))
     content = directory / "item_embeddings.json"
     notes = {"funnel": data.funnel, "content": json.loads(content.read_text()) if content.exists() else {}}
     return write_metrics_json(directory, exp, seconds, played, training, notes)
