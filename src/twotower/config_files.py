@@ -161,3 +161,18 @@ def toml_ready(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested tables (and lists holding tables or lists) as one level: ``{"model.hidden": [256, 128],
+    "experiments.0.val_date": ...}``; lists of plain values stay whole."""
+    if isinstance(value, dict):
+        items: Iterable = value.items()
+    elif isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+        items = enumerate(value)
+    else:
+        return {prefix.rstrip("."): value}
+    out: dict[str, Any] = {}
+    for key, child in items:
+        out.update(flatten(child, f"{prefix}{key}."))
+    return out
