@@ -223,6 +223,14 @@ class TrainConfig(Strict):
     eval_batch_size: int = Field(8192, ge=1, description="Batch size for scoring the held-out day.")
 
 
+class TrackingConfig(Strict):
+    """Experiment tracking: with ``mlflow_uri`` each run is logged to MLflow when it ends
+    (``twotower.tracking``). A relative ``file:`` URI or plain path is relative to the working directory."""
+
+    mlflow_uri: str | None = Field(default=None, description="e.g. file:./mlruns or http://host:5000; none: off.")
+    experiment: str = Field("twotower", min_length=1, description="The MLflow experiment the runs go to.")
+
+
 class ExperimentConfig(Strict):
     id: int
     event_type: str = "played (p90)"
@@ -256,6 +264,7 @@ class Config(Strict):
     content: ContentConfig = ContentConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
     experiments: Annotated[tuple[ExperimentConfig, ...], Field(min_length=1)]
 
     @field_validator("name")

@@ -47,6 +47,7 @@ from twotower.runs import (
     read_status,
     write_status,
 )
+from twotower.tracking import log_run
 from twotower.train import TrainResult, train_model
 
 CONFIG_FILE = "config.toml"
@@ -207,6 +208,9 @@ def run(cfg: Config, out_root: Path = Path("runs"), progress: bool = True, reuse
     run_dir = new_run_dir(out_root, cfg.name)
     write_resolved_config(cfg, run_dir / CONFIG_FILE)
     run_experiments(cfg, run_dir, progress=progress, reuse=reuse)
+    if cfg.tracking.mlflow_uri:  # logged from the finished directory's files
+        parent = log_run(run_dir, cfg.tracking.mlflow_uri, cfg.tracking.experiment)
+        say(f"mlflow run {parent} at {cfg.tracking.mlflow_uri}", enabled=progress)
     return run_dir
 
 
