@@ -10,6 +10,7 @@ Errors print one line starting with "error:" and exit with status 2.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -159,6 +160,7 @@ def run(
         Path | None, typer.Option("--resume", help="Finish this interrupted run directory instead of starting a new one.")
     ] = None,
     no_reuse: NoReuseOpt = False,
+    mlflow: MlflowOpt = None,
 ) -> None:
     """Run the whole experiment: prepare, embed, train and evaluate every experiment of the config.
 
@@ -170,6 +172,7 @@ def run(
     from twotower import pipeline
     from twotower.data.validate import DataError
     from twotower.runs import RunError
+    from twotower.tracking import TrackingError
 
     try:
         if resume is not None:
@@ -179,9 +182,9 @@ def run(
         elif config is None:
             raise ConfigError("give a CONFIG file (or --resume RUN_DIR)")
         else:
-            cfg = load_config(config, data_path=data, overrides=set_ or ())
+            cfg = load_config(config, data_path=data, overrides=_with_mlflow(set_, mlflow))
             run_dir = pipeline.run(cfg, out_root=out or Path("runs"), reuse=not no_reuse)
-    except (ConfigError, DataError, RunError) as exc:
+    except (ConfigError, DataError, RunError, TrackingError) as exc:
         _fail(str(exc))
     _exit_for(run_dir)
 
@@ -243,6 +246,120 @@ def evaluate(
     except (ConfigError, RunError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     _exit_for(run_dir)
+
+
+# ---------------------------------------------------------------- the experiment series: compare, series, track
+
+MlflowOpt = Annotated[
+    str | None,
+    typer.Option("--mlflow", metavar="URI", help="Log the run to MLflow at this tracking URI, e.g. file:./mlruns (replaces tracking.mlflow_uri)."),
+]
+
+
+def _with_mlflow(set_: list[str] | None, mlflow: str | None) -> list[str]:
+    """``--set`` overrides plus ``--mlflow URI`` as ``tracking.mlflow_uri`` (quoted: any text is one string)."""
+    return [*(set_ or ()), *([f"tracking.mlflow_uri={json.dumps(mlflow)}"] if mlflow else [])]
+
+
+def _seed_list(seeds: str | None, configs: list[str]) -> tuple[list[int] | None, list[str]]:
+    """``--seeds 0,1,2``, or ``--seeds 0 1 2`` (the shell splits it: the whole numbers that are not files among
+    the CONFIG arguments continue the list)."""
+    if seeds is None:
+        return None, configs
+    extra = [c for c in configs if c.isdigit() and not Path(c).exists()]
+    try:
+        values = [int(s) for s in seeds.replace(",", " ").split()] + [int(c) for c in extra]
+    except ValueError:
+        raise ConfigError(f"--seeds {seeds!r}: expected whole numbers, e.g. --seeds 0 1 2") from None
+    return values, [c for c in configs if c not in extra]
+
+
+@app.command()
+def compare(
+    runs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Run directories (runs/<name>/<timestamp>), config directories (runs/<name>: its newest runs) or "
+            "mlflow:<run id> (with --mlflow URI)."
+        ),
+    ],
+    reference: Annotated[str | None, typer.Option("--reference", help="The run the others are compared with (default: the first).")] = None,
+    seeds: Annotated[
+        int | None, typer.Option("--seeds", help="For a config directory: its newest completed runs of this many distinct seeds.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write compare.md, compare.json and compare.png here.")] = None,
+    mlflow: MlflowOpt = None,
+    per_run: Annotated[bool, typer.Option("--per-run", help="One row per run, even for seeds of one config.")] = False,
+    resamples: Annotated[int, typer.Option("--resamples", min=100, help="Bootstrap resamples.")] = 2000,
+) -> None:
+    """Compare finished runs, with paired-bootstrap intervals over users.
+
+    One row per config: the model's metrics averaged over experiments (mean ± sd over its seeds) and the
+    difference to the reference in auc, ndcg@10, map and catalog recall@100 with a 95% paired-bootstrap
+    interval over the users both runs evaluated (`*`: the interval excludes zero).
+    """
+    from twotower.compare.rundata import CompareError
+    from twotower.compare.sources import compare_sources
+    from twotower.compare.table import markdown, write_comparison
+    from twotower.tracking import TrackingError
+
+    try:
+        result = compare_sources(
+            runs, reference, mlflow_uri=mlflow, seeds=seeds, per_run=per_run, resamples=resamples
+        )
+        typer.echo(markdown(result), nl=False)
+        for path in write_comparison(result, out) if out is not None else []:
+            typer.echo(f"wrote {path}")
+    except (CompareError, TrackingError, OSError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def series(
+    configs: Annotated[list[str], typer.Argument(help="Config files (TOML); the first is the reference.")],
+    seeds: Annotated[
+        str | None, typer.Option("--seeds", help="Run each config for these seeds: --seeds 0 1 2 (or 0,1,2).")
+    ] = None,
+    out: OutOpt = None,
+    data: DataOpt = None,
+    set_: SetOpt = None,
+    mlflow: MlflowOpt = None,
+) -> None:
+    """Run several configs (each for several seeds with --seeds) and end with the compare table.
+
+    Runs go to runs/<config name>/<timestamp>/ (or under --out); the comparison to <out>/_series/<timestamp>/.
+    """
+    from twotower.compare.rundata import CompareError
+    from twotower.compare.table import markdown
+    from twotower.data.validate import DataError
+    from twotower.runs import RunError
+    from twotower.series import run_series
+    from twotower.tracking import TrackingError
+
+    try:
+        seed_list, paths = _seed_list(seeds, configs)
+        result = run_series(
+            [Path(p) for p in paths], seed_list, out or Path("runs"), _with_mlflow(set_, mlflow), data_path=data
+        )
+        typer.echo("\n" + markdown(result.comparison), nl=False)
+        typer.echo(f"comparison: {result.directory}")
+    except (ConfigError, DataError, RunError, CompareError, TrackingError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def track(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory (runs/<name>/<timestamp>).")],
+    mlflow: Annotated[str, typer.Option("--mlflow", metavar="URI", help="MLflow tracking URI, e.g. file:./mlruns.")],
+    experiment: Annotated[str, typer.Option("--experiment", help="The MLflow experiment.")] = "twotower",
+) -> None:
+    """Log a finished run directory to MLflow (what `run --mlflow` does at the end of a run)."""
+    from twotower.tracking import TrackingError, log_run
+
+    try:
+        typer.echo(f"mlflow run {log_run(run_dir, mlflow, experiment)} at {mlflow}")
+    except (TrackingError, OSError) as exc:
+        _fail(str(exc))
 
 
 if __name__ == "__main__":
