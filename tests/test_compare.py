@@ -125,7 +125,7 @@ def test_legacy_run_without_status_is_taken_as_completed_and_said(tmp_path):
     result = compare_runs([good, legacy])
     assert result.notes == [f"taken as completed without status.json (written before runs carried one): {legacy}"]
     (legacy / "summary.json").unlink()
-    with pytest.raises(CompareError, match="not a run directory"):
+    with pytest.raises(CompareError, match="state: missing.*is it a twotower run directory"):
         compare_runs([good, legacy])
 
 

@@ -50,7 +50,7 @@ def test_series_runs_every_seed_and_writes_per_user_files(series):
     assert [json.loads((d / "summary.json").read_text())["config"] for d in result.run_dirs] == ["tiny", "tiny"]
     assert "seed = 7" in (seven / "config.toml").read_text() and "seed = 8" in (eight / "config.toml").read_text()
     frame = pd.read_parquet(seven / "experiment_1" / "per_user.parquet")
-    assert set(frame["scorer"]) == {"model", "random", "popularity"}
+    assert set(frame["scorer"]) == {"model", "random", "popularity", "item_prior"}
     model = frame[(frame["scorer"] == "model") & (frame["status"] == "evaluated")]
     assert len(model) == 2 and model["n"].sum() == 5  # the tiny evaluation set: 2 users, 5 rows
     for name in ("auc", "map", "mrr", "ndcg@10"):

@@ -20,13 +20,10 @@ import pandas as pd
 from twotower.evaluate.metrics import ranking_metrics
 from twotower.evaluate.per_user import FILE as PER_USER_FILE
 from twotower.evaluate.per_user import list_hashes
+from twotower.runs import RunError, require_run
 
 RETRIEVAL_PER_USER_FILE = "retrieval_per_user.parquet"
 CATALOG_METRIC = "recall@100"
-STATE_HINTS = {
-    "running": "it was interrupted or is still running",
-    "failed": "some experiment failed (see its error.txt)",
-}
 
 
 class CompareError(ValueError):
@@ -64,20 +61,12 @@ class RunData:
 
 def run_state(directory: Path) -> tuple[str, str | None]:
     """``(state, how)`` of a run directory: ``("completed", None)``, or ``("completed", "legacy")`` for a run
-    without status.json but with summary.json; ``CompareError`` for anything else."""
-    status_path = directory / "status.json"
-    if status_path.is_file():
-        try:
-            state = json.loads(status_path.read_text()).get("state", "unknown")
-        except (OSError, ValueError):
-            state = "unreadable"
-        if state == "completed":
-            return state, None
-        hint = STATE_HINTS.get(state, "its status.json is not that of a completed run")
-        raise CompareError(f"{directory} is not a completed run (state: {state}): {hint}; compare completed runs only")
-    if (directory / "summary.json").is_file():
-        return "completed", "legacy"
-    raise CompareError(f"{directory} is not a run directory (no status.json, no summary.json)")
+    without status.json but with summary.json (``runs.require_run``); ``CompareError`` for anything else."""
+    try:
+        status = require_run(directory)
+    except RunError as exc:
+        raise CompareError(f"{exc}; compare completed runs only") from None
+    return status["state"], "legacy" if status.get("legacy") else None
 
 
 def is_run_dir(path: Path) -> bool:
