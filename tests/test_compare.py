@@ -160,5 +160,6 @@ def test_files_are_written_once(tmp_path):
     diff = payload["rows"][1]["differences"]["auc"]
     assert diff["estimate"] == pytest.approx(np.mean([0.1 + 0.001 * (u % 5) for u in users])) and diff["excludes_zero"] and diff["n_users"] == [59]
     assert payload["rows"][1]["differences"]["recall@100"]["estimate"] is None
+    assert payload["rows"][1]["metrics"]["auc"]["mean"] == pytest.approx(0.5 + diff["estimate"]) and "recall@gt_5" in payload["rows"][1]["metrics"]
     with pytest.raises(CompareError, match="already holds compare.md"):
         write_comparison(result, tmp_path / "out")

@@ -28,6 +28,7 @@ from twotower.compare.pairing import (
 )
 from twotower.compare.rundata import CATALOG_METRIC, CompareError, RunData, expand_run_args, load_run
 from twotower.evaluate.bootstrap import DEFAULT_RESAMPLES
+from twotower.evaluate.metrics import SHEET_METRICS
 
 __all__ = ["CompareError", "Comparison", "Row", "compare_runs", "compare_loaded", "expand_run_args"]
 
@@ -114,7 +115,8 @@ def _reference_row(group: Group) -> Row:
 
 
 def _row(group: Group, played: dict, catalog: dict, is_reference: bool = False) -> Row:
-    metrics = {name: _mean_sd([_run_metric(r, name) for r in group.runs]) for name in (*SHOWN_METRICS, CATALOG_COLUMN)}
+    names = (*SHEET_METRICS, CATALOG_COLUMN)  # every sheet metric in the JSON; the table shows SHOWN_METRICS
+    metrics = {name: _mean_sd([_run_metric(r, name) for r in group.runs]) for name in names}
     experiments = sorted(set().union(*(r.experiments for r in group.runs)))
     sources = [r.source for r in group.runs]
     return Row(group.label, sources, group.seeds, experiments, metrics, played, catalog, is_reference)
