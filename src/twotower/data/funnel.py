@@ -53,7 +53,9 @@ class Funnel:
         for s in self.steps:
             share = "" if s.positive_share is None else f"{s.positive_share:.3f}"
             lines.append(f"| {s.step} | {s.rows:,} | {s.users:,} | {s.items:,} | {share} |")
-        if self.drops:
+        if self.drops:  # the checks that dropped nothing are listed in funnel.json only
             lines.append("")
-            lines.extend(f"- dropped: {reason}: {count:,}" for reason, count in self.drops.items())
+            lines.extend(f"- dropped: {reason}: {count:,}" for reason, count in self.drops.items() if count)
+            if not any(self.drops.values()):
+                lines.append("- dropped: none")
         return "\n".join(lines)
