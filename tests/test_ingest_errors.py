@@ -102,7 +102,7 @@ def test_timestamps_keep_their_milliseconds(tmp_path, kind):
         frame["timestamp"] = ["2022-05-01T15:59:59.600Z", "2022-05-01T16:00:00.400Z", "2022-05-01T08:00:00.999+08:00"]
     else:
         frame["timestamp"] = stamps.as_unit("ms").astype("int64")
-    events, _, _ = _load(tmp_path, frame)
+    events, _, _ = _load(tmp_path, frame, timezone="Asia/Shanghai")
     out = events.order_by("ts_ms").execute()
     assert out.ts_ms.tolist() == [1651363200999, 1651420799600, 1651420800400]
     # 15:59:59.600 UTC is 23:59:59.6 on May 1st in Shanghai; 16:00:00.400 UTC is already May 2nd

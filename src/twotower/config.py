@@ -32,6 +32,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# KuaiRand's days are Beijing calendar days; the generic layout's timestamps are documented as UTC.
+DEFAULT_TIMEZONES = {"kuairand": "Asia/Shanghai", "generic": "UTC"}
+
+
 class DataConfig(Strict):
     adapter: Literal["kuairand", "generic"] = "kuairand"
     path: Path = Field(description="Directory (kuairand) or events file (generic); relative to the config file.")
@@ -41,7 +45,10 @@ class DataConfig(Strict):
     columns: dict[str, str] = Field(
         default_factory=dict, description="generic only: canonical column name -> column name in your file."
     )
-    timezone: str = "Asia/Shanghai"
+    timezone: str | None = Field(
+        default=None,
+        description="IANA time zone of local days and hours; default per adapter: kuairand Asia/Shanghai, generic UTC.",
+    )
     kuairand_day: Literal["time_ms", "date_column"] = Field(
         default="time_ms",
         description="kuairand: the day from time_ms in `timezone` (exact), or from the log's own `date` column, "
@@ -51,14 +58,40 @@ class DataConfig(Strict):
 
     @field_validator("timezone")
     @classmethod
-    def _known_timezone(cls, value: str) -> str:
+    def _known_timezone(cls, value: str | None) -> str | None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+        if value is None:
+            return value
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _adapter_keys(self) -> DataConfig:
+        """A key of the other adapter is an error, not silently ignored."""
+        generic_only = ("items_path", "users_path", "columns")
+        kuairand_only = ("include_random_logs", "kuairand_day")
+        other = generic_only if self.adapter == "kuairand" else kuairand_only
+        wrong = [key for key in other if key in self.model_fields_set]
+        if wrong:
+            hint = " (kuairand reads video_features_basic_*.csv and user_features_*.csv from data.path)" if self.adapter == "kuairand" else ""
+            keys = ", ".join(f"data.{key}" for key in wrong)
+            raise ValueError(f"{keys}: not used by adapter {self.adapter!r}; remove {'them' if len(wrong) > 1 else 'it'}{hint}")
+        return self
+
+    @property
+    def local_timezone(self) -> str:
+        """The time zone of local days and hours: ``timezone``, or the adapter's default."""
+        return self.timezone or DEFAULT_TIMEZONES[self.adapter]
+
+    def timezone_note(self) -> str:
+        """Which time zone is used and where it comes from (for the funnel and the console)."""
+        if self.timezone:
+            return f"{self.timezone} (data.timezone)"
+        return f"{self.local_timezone} (the {self.adapter} adapter's default; set data.timezone to change it)"
 
 
 class ClientFilter(Strict):

@@ -58,4 +58,6 @@ class Funnel:
             lines.extend(f"- dropped: {reason}: {count:,}" for reason, count in self.drops.items() if count)
             if not any(self.drops.values()):
                 lines.append("- dropped: none")
+        if "time zone" in self.notes:
+            lines.append(f"- local days and hours in time zone {self.notes['time zone']}")
         return "\n".join(lines)

@@ -57,9 +57,10 @@ class PrepareResult:
 def load_events(con: ibis.BaseBackend, cfg: Config, funnel: Funnel) -> tuple[ir.Table, Source]:
     """Read the source, record the raw count, clean, add local time, label and creator; cached."""
     source = read_source(con, cfg.data)
+    funnel.notes["time zone"] = cfg.data.timezone_note()
     funnel.record("raw", source.events)
     cleaned = clean_events(source.events, funnel)
-    local = add_local_time(cleaned.events, cfg.data.timezone, (cleaned.first_ms, cleaned.last_ms))
+    local = add_local_time(cleaned.events, cfg.data.local_timezone, (cleaned.first_ms, cleaned.last_ms))
     events = canonical_events(local, cfg.label)
     if source.items is not None:
         creators = source.items.select("item_id", "creator_id")
