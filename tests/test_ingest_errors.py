@@ -38,7 +38,7 @@ def test_wrong_type_names_file_and_column(tmp_path):
 def test_unparsable_timestamp(tmp_path):
     frame = events_frame()
     frame.loc[3, "timestamp"] = "yesterday at noon"
-    with pytest.raises(DataError, match=r"events.csv: column 'timestamp' has 1 value\(s\) that are missing or not a UTC timestamp"):
+    with pytest.raises(DataError, match=r"events.csv: column 'timestamp' has 1 value\(s\) that are not a UTC timestamp \(ISO-8601"):
         _load(tmp_path, frame, name="events.csv")
 
 

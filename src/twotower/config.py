@@ -49,6 +49,11 @@ class DataConfig(Strict):
         default=None,
         description="IANA time zone of local days and hours; default per adapter: kuairand Asia/Shanghai, generic UTC.",
     )
+    timestamp_unit: Literal["s", "ms", "us", "ns"] = Field(
+        default="ms",
+        description="generic only: unit of an integer epoch `timestamp` column (checked against the values' "
+        "magnitude; Parquet timestamps and ISO strings carry their own unit).",
+    )
     kuairand_day: Literal["time_ms", "date_column"] = Field(
         default="time_ms",
         description="kuairand: the day from time_ms in `timezone` (exact), or from the log's own `date` column, "
@@ -72,7 +77,7 @@ class DataConfig(Strict):
     @model_validator(mode="after")
     def _adapter_keys(self) -> DataConfig:
         """A key of the other adapter is an error, not silently ignored."""
-        generic_only = ("items_path", "users_path", "columns")
+        generic_only = ("items_path", "users_path", "columns", "timestamp_unit")
         kuairand_only = ("include_random_logs", "kuairand_day")
         other = generic_only if self.adapter == "kuairand" else kuairand_only
         wrong = [key for key in other if key in self.model_fields_set]

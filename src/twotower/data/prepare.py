@@ -26,7 +26,7 @@ from twotower.data.features import global_priors, join_key_stats, key_stats_by_d
 from twotower.data.filters import filter_clients, filter_items
 from twotower.data.funnel import Funnel
 from twotower.data.history import history_snapshots
-from twotower.data.ingest import Source, read_source
+from twotower.data.ingest import Source, read_source, used_flags
 from twotower.data.sampling import sample_ratio, sample_weight
 from twotower.data.validate import DataError
 from twotower.io import write_json
@@ -56,8 +56,9 @@ class PrepareResult:
 
 def load_events(con: ibis.BaseBackend, cfg: Config, funnel: Funnel) -> tuple[ir.Table, Source]:
     """Read the source, record the raw count, clean, add local time, label and creator; cached."""
-    source = read_source(con, cfg.data)
+    source = read_source(con, cfg.data, used_flags(cfg))
     funnel.notes["time zone"] = cfg.data.timezone_note()
+    funnel.notes.update(source.notes)
     funnel.record("raw", source.events)
     cleaned = clean_events(source.events, funnel)
     local = add_local_time(cleaned.events, cfg.data.local_timezone, (cleaned.first_ms, cleaned.last_ms))
