@@ -173,6 +173,7 @@ def test_conflicting_duplicate_items_are_an_error(tmp_path):
     cfg = parse_config(tiny_config_dict(events, items))
     with pytest.raises(DataError, match=r"items.parquet: 2 item_id\(s\) appear in several rows with different values \(e.g. 12, 14\)"):
         prepare_experiment(cfg, cfg.experiments[0], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()  # a failed prepare leaves nothing behind
 
 
 def test_conflicting_duplicate_kuairand_videos_are_an_error(tmp_path):

@@ -42,7 +42,14 @@ def _fail(message: str) -> None:
 
 @app.command()
 def prepare(
-    config: ConfigArg, experiment: ExperimentOpt = None, out: OutOpt = None, data: DataOpt = None, set_: SetOpt = None
+    config: ConfigArg,
+    experiment: ExperimentOpt = None,
+    out: OutOpt = None,
+    data: DataOpt = None,
+    set_: SetOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an interrupted (incomplete) result in --out; a completed one is never replaced.")
+    ] = False,
 ) -> None:
     """Prepare the data: clean, filter, label and sample the logs into training examples, history snapshots
     and the evaluation set (Parquet), and print the funnel of rows kept at each step.
@@ -57,7 +64,7 @@ def prepare(
         experiments = [cfg.experiment(experiment)] if experiment is not None else list(cfg.experiments)
         root = out or Path("prepared") / cfg.name
         for exp in experiments:
-            result = prepare_experiment(cfg, exp, root / f"experiment_{exp.id}")
+            result = prepare_experiment(cfg, exp, root / f"experiment_{exp.id}", overwrite=overwrite)
             typer.echo(f"\nexperiment {exp.id}: funnel\n{result.funnel.table()}\nwrote {result.out_dir}")
     except (ConfigError, DataError) as exc:
         _fail(str(exc))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import ibis.expr.types as ir
+
+from twotower.io import write_json
 
 
 @dataclass
@@ -45,7 +46,8 @@ class Funnel:
         return {"steps": [asdict(s) for s in self.steps], "drops": self.drops, "notes": self.notes}
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.as_dict(), indent=2, default=str) + "\n")
+        """Strict JSON, written atomically."""
+        write_json(path, self.as_dict())
 
     def table(self) -> str:
         """The funnel as a Markdown table (for the console and the run report)."""

@@ -27,9 +27,9 @@ from twotower.data.filters import filter_clients, filter_items
 from twotower.data.funnel import Funnel
 from twotower.data.history import history_snapshots
 from twotower.data.ingest import Source, read_source, used_flags
+from twotower.data.outdir import claim, complete, release, write_parquet
 from twotower.data.sampling import sample_ratio, sample_weight
 from twotower.data.validate import DataError
-from twotower.io import write_json
 from twotower.progress import Stages
 
 STEPS = (
@@ -180,12 +180,12 @@ def write_catalog_and_retrieval_sets(
     attributes = item_attributes(all_events, base_tables.items)
     catalog = catalog_by_day(attributes, days, lambda rows: add_base_features(rows, base_tables, ITEM_KEYS))
     catalog = catalog.drop("duration_ms").cache()
-    _with_date(catalog).order_by(["day", "item_id"]).to_parquet(out_dir / "catalog.parquet")
+    write_parquet(_with_date(catalog).order_by(["day", "item_id"]), out_dir / "catalog.parquet")
     sets = retrieval_sets(events, val_day, cfg.history.lookback_days, catalog.filter(catalog.day_n == val_day))
     users = add_base_features(sets.users, base_tables, USER_KEYS).cache()
-    _with_date(users).order_by("user_id").to_parquet(out_dir / "retrieval_users.parquet")
-    sets.targets.order_by(["user_id", "item_id"]).to_parquet(out_dir / "retrieval_targets.parquet")
-    sets.seen.order_by(["user_id", "item_id"]).to_parquet(out_dir / "seen.parquet")
+    write_parquet(_with_date(users).order_by("user_id"), out_dir / "retrieval_users.parquet")
+    write_parquet(sets.targets.order_by(["user_id", "item_id"]), out_dir / "retrieval_targets.parquet")
+    write_parquet(sets.seen.order_by(["user_id", "item_id"]), out_dir / "seen.parquet")
     targets = sets.targets
     counts = targets.aggregate(
         users=targets.user_id.nunique(),
@@ -208,17 +208,26 @@ def _with_date(table: ir.Table) -> ir.Table:
     return table.mutate(day=ibis.date(1970, 1, 1) + table.day_n.as_interval("D")).drop("day_n")
 
 
-def _fresh_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise DataError(f"{out_dir} already holds prepared data; choose another --out (results are never overwritten)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-
 def prepare_experiment(
     cfg: Config, exp: ExperimentConfig, out_dir: Path, overwrite: bool = False, progress: bool = True
 ) -> PrepareResult:
-    """Write train/eval/history/items/users/popularity Parquet files and funnel.json into ``out_dir``."""
-    _fresh_dir(out_dir, overwrite)
+    """Write train/eval/history/items/users/popularity Parquet files and funnel.json into ``out_dir``.
+
+    ``out_dir`` must be new, empty or (with ``overwrite``) an interrupted result; a completed one is never
+    replaced (see ``outdir.py``). On an error nothing is left behind; ``prepare.json`` marks completion.
+    """
+    info = {"config": cfg.name, "experiment": exp.id}
+    created = claim(out_dir, overwrite, info)
+    try:
+        result = _prepare_into(cfg, exp, out_dir, progress)
+    except BaseException:
+        release(out_dir, created)
+        raise
+    complete(out_dir, info)
+    return result
+
+
+def _prepare_into(cfg: Config, exp: ExperimentConfig, out_dir: Path, progress: bool) -> PrepareResult:
     step = Stages(f"prepare experiment {exp.id}", STEPS, enabled=progress)
     funnel = Funnel()
     all_events, source = load_events(connect(cfg.data.engine), cfg, funnel)
@@ -243,9 +252,9 @@ def prepare_experiment(
     step("base features")
     outcome_columns = ("fraction_watch", "watch_ms", "like", "share", "follow", "comment")
     examples = add_base_features(examples.drop(*outcome_columns), base_tables)
-    _with_date(examples).order_by(["day", "user_id", "ts_ms", "item_id"]).to_parquet(out_dir / "train.parquet")
+    write_parquet(_with_date(examples).order_by(["day", "user_id", "ts_ms", "item_id"]), out_dir / "train.parquet")
     eval_rows = add_base_features(eval_rows, base_tables)
-    _with_date(eval_rows).order_by(["user_id", "item_id"]).to_parquet(out_dir / "eval.parquet")
+    write_parquet(_with_date(eval_rows).order_by(["user_id", "item_id"]), out_dir / "eval.parquet")
     step("write examples")
     retrieval_users = write_catalog_and_retrieval_sets(all_events, events, days, base_tables, val_day, cfg, out_dir, funnel)
     step("catalog and retrieval sets")
@@ -253,17 +262,16 @@ def prepare_experiment(
     needed = needed.union(retrieval_users.select("user_id", "day_n")).distinct()
     item_watch = base_tables.by_key["item_id"].select("item_id", "day_n", "item_mean_watch_s")
     history = history_snapshots(events, needed, item_watch, cfg.history.lookback_days, cfg.history.max_items)
-    _with_date(history).order_by(["day", "user_id"]).to_parquet(out_dir / "history.parquet")
+    write_parquet(_with_date(history).order_by(["day", "user_id"]), out_dir / "history.parquet")
     step("history snapshots")
-    item_table(events, source.items, filtered).to_parquet(out_dir / "items.parquet")
+    write_parquet(item_table(events, source.items, filtered), out_dir / "items.parquet")
     if source.users is not None:
-        source.users.order_by("user_id").to_parquet(out_dir / "users.parquet")
+        write_parquet(source.users.order_by("user_id"), out_dir / "users.parquet")
     popularity = train.group_by("item_id").aggregate(plays=train.count(), positives=train.label.sum().cast("int64"))
-    popularity.order_by("item_id").to_parquet(out_dir / "popularity.parquet")
+    write_parquet(popularity.order_by("item_id"), out_dir / "popularity.parquet")
     step("items, users, popularity")
     funnel.notes["sources"] = list(source.files)
     funnel.notes["step_seconds"] = step.seconds
     funnel.write(out_dir / "funnel.json")
-    write_json(out_dir / "prepare.json", {"state": "completed", "config": cfg.name, "experiment": exp.id})
     step.close()
     return PrepareResult(out_dir, funnel)
