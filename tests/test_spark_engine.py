@@ -62,3 +62,54 @@ def test_spark_matches_duckdb(tmp_path, spark_session):
     for kind in ("pos_items", "neg_items"):
         assert [list(v) for v in val_hist[0][kind]] == [list(v) for v in val_hist[1][kind]]
     assert sorted(spark["train"].label) == sorted(duck["train"].label)
+
+
+def _funnel(cfg_dict: dict, engine: str) -> dict:
+    from twotower.data.engine import connect
+    from twotower.data.funnel import Funnel
+    from twotower.data.prepare import load_events
+
+    cfg_dict = {**cfg_dict, "data": {**cfg_dict["data"], "engine": engine}}
+    funnel = Funnel()
+    load_events(connect(engine), parse_config(cfg_dict), funnel)
+    return funnel.as_dict()
+
+
+def test_spark_counts_non_finite_values_like_duckdb(tmp_path, spark_session):
+    """Issue 10: NaN/±inf watch times and durations are dropped under their own reasons on Spark too, from
+    Parquet (IEEE values) and from CSV text (nan, inf, -Infinity, ...), for both adapters; and a Hive-
+    partitioned directory is read."""
+    from tests.hostile import (
+        LOG_NAME,
+        NON_FINITE,
+        VIDEOS_NAME,
+        kuairand_config,
+        kuairand_frames,
+        non_finite_text_cells,
+        with_non_finite,
+        write_csv_text,
+        write_parquet_exact,
+    )
+
+    frame = with_non_finite()
+    first = len(frame) - len(NON_FINITE)
+    generic = write_parquet_exact(frame, tmp_path / "events.parquet")
+    csv = write_csv_text(frame, tmp_path / "events.csv", non_finite_text_cells(first, "watch_seconds", "duration_seconds"))
+    log, videos = kuairand_frames(frame)
+    write_csv_text(log, tmp_path / "kr" / LOG_NAME, non_finite_text_cells(first, "play_time_ms", "duration_ms"))
+    videos.to_csv(tmp_path / "kr" / VIDEOS_NAME, index=False)
+    day = frame.timestamp.str[:10]
+    for value in sorted(set(day)):
+        write_parquet_exact(frame[day == value], tmp_path / "hive" / f"dt={value}" / "part-0.parquet")
+    base = tiny_config_dict("e", "i")
+    configs = {
+        "parquet": {**base, "data": {"adapter": "generic", "path": str(generic)}},
+        "csv": {**base, "data": {"adapter": "generic", "path": str(csv)}},
+        "kuairand": kuairand_config(tmp_path / "kr", base),
+        "hive": {**base, "data": {"adapter": "generic", "path": str(tmp_path / "hive")}},
+    }
+    for name, cfg_dict in configs.items():
+        spark, duck = _funnel(cfg_dict, "spark"), _funnel(cfg_dict, "duckdb")
+        nonzero = {reason: n for reason, n in spark["drops"].items() if n}
+        assert nonzero == {"watch time NaN or ±inf": 3, "duration NaN or ±inf": 3, "duration <= 0 or missing": 1, "exact duplicate": 1}, name
+        assert spark["drops"] == duck["drops"] and spark["steps"] == duck["steps"], name
