@@ -82,7 +82,7 @@ def test_chain_of_three_and_paths_per_file(tmp_path):
     )
     leaf = _write(
         tmp_path / "configs" / "series" / "deeper" / "leaf.toml",
-        'extends = "../mid.toml"\nname = "leaf"\n[data]\nitems_path = "items.parquet"\n',
+        'extends = "../mid.toml"\nname = "leaf"\n[data]\nadapter = "generic"\nitems_path = "items.parquet"\n',
     )
     cfg = load_config(leaf)
     assert cfg.name == "leaf" and cfg.train.epochs == 3 and cfg.seed == 1
@@ -160,6 +160,7 @@ def test_set_overrides(tmp_path, monkeypatch):
             "name=x",
             "filters.client.min_interactions=2",
             "model.item_bias=false",
+            'data.adapter="generic"',
             "data.items_path=here/items.parquet",
         ],
     )

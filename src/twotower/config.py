@@ -76,11 +76,12 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _adapter_keys(self) -> DataConfig:
-        """A key of the other adapter is an error, not silently ignored."""
+        """A key of the other adapter set to anything but its default is an error, not silently ignored
+        (a written default is harmless: a resolved config writes every key)."""
         generic_only = ("items_path", "users_path", "columns", "timestamp_unit")
         kuairand_only = ("include_random_logs", "kuairand_day")
         other = generic_only if self.adapter == "kuairand" else kuairand_only
-        wrong = [key for key in other if key in self.model_fields_set]
+        wrong = [key for key in other if getattr(self, key) != type(self).model_fields[key].get_default(call_default_factory=True)]
         if wrong:
             hint = " (kuairand reads video_features_basic_*.csv and user_features_*.csv from data.path)" if self.adapter == "kuairand" else ""
             keys = ", ".join(f"data.{key}" for key in wrong)
