@@ -30,6 +30,8 @@ Files written by ``prepare`` into ``<out>/`` for one experiment:
     users.parquet      canonical users (static features)
     popularity.parquet item_id, plays: plays in the cleaned training window before filters (baseline)
     funnel.json        rows, users, items and positive share after each step; drops with their reasons
+    prepare.json       {"state": "running" | "completed", ...}: written first and, as "completed", last
+                       (see ``outdir.py``); every Parquet file is written under a temporary name, then renamed
 """
 
 from __future__ import annotations
