@@ -268,3 +268,19 @@ def test_metrics_scores_with_uint64_ids_above_int64(tmp_path):
     assert metrics.n_users == 2
     assert metrics.values["auc"] == pytest.approx(0.5) and metrics.values["mrr"] == pytest.approx(0.75)
     assert metrics.global_auc == pytest.approx(0.75)  # pooled: 3 of the 4 (positive, negative) pairs in order
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/Sao_Paulo", "Australia/Lord_Howe", "America/New_York", "Asia/Shanghai"])
+def test_local_offsets_over_the_whole_valid_span_match_zoneinfo(zone):
+    """Timestamps from 1970 to 2100 are kept, so the offset runs are found a day apart, not hour by hour."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from twotower.data.clean import TS_MAX_MS, offset_changes
+
+    runs = offset_changes(0, TS_MAX_MS - 1, zone)
+    stamps = np.random.default_rng(1).integers(0, TS_MAX_MS, 5000)
+    starts = np.array([start for start, _ in runs])
+    offsets = np.array([offset for _, offset in runs])[np.searchsorted(starts, stamps, side="right") - 1]
+    expected = [dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).astimezone(ZoneInfo(zone)).utcoffset().total_seconds() * 1000 for ms in stamps]
+    assert offsets.tolist() == expected

@@ -94,7 +94,7 @@ def offset_changes(first_ms: int, last_ms: int, timezone: str) -> list[tuple[int
     Offsets are read at hour starts (zone changes fall on whole hours, or half hours for a few zones whose
     hour-start reading is then early by at most 30 minutes), one day apart; where two readings differ, a
     binary search finds the hour of the change. A year with daylight saving gives 3 runs; a zone that
-    changes twice within one day would be missed (none does).
+    changed twice within one day (and back) would be missed. All of 1970..2100 costs ~50k readings.
     """
     zone = ZoneInfo(timezone)
 
