@@ -252,10 +252,18 @@ def test_nothing_to_evaluate_is_not_available():
         beyond_k=10,
         catalog_ids=np.arange(5),
         item_plays=np.zeros(5),
+        item_vectors=np.ones((5, 2)),
     )
     assert r["recall@10"] is None and r["coverage@10"] is None and r["popularity@10"] is None
     assert (r.n_users, r.n_users_no_target) == (0, 2)
     assert r.as_dict()["n_items@10"] == 0
+    # evaluated users whose lists are empty: recall 0, list metrics not available
+    r = catalog_metrics(
+        np.full((1, 3), -1), ItemSets.from_lists([[2]]), ks=(3,), beyond_k=3,
+        catalog_ids=np.arange(5), item_plays=np.zeros(5), item_vectors=np.ones((5, 2)),
+    )  # fmt: skip
+    assert r["recall@3"] == 0.0 and r["coverage@3"] == 0.0
+    assert r["popularity@3"] is None and r["diversity@3"] is None
 
 
 def test_without_catalog_the_beyond_accuracy_metrics_are_not_available():

@@ -158,6 +158,12 @@ def _diversity(pos: np.ndarray, valid: np.ndarray, item_vectors: np.ndarray) -> 
     x = np.asarray(item_vectors)
     if x.dtype.kind != "f":  # float32 content vectors stay float32 (memory); sums are float64
         x = x.astype(np.float64)
+    # unit vectors of the listed items only (the catalog's vectors may be large)
+    used = np.unique(pos[valid])
+    if not len(used):
+        return np.full(len(pos), np.nan)
+    pos = np.searchsorted(used, pos)
+    x = x[used]
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
     n_users, width = pos.shape
@@ -166,7 +172,7 @@ def _diversity(pos: np.ndarray, valid: np.ndarray, item_vectors: np.ndarray) -> 
     step = max(1, VECTOR_BUDGET // max(1, width * x.shape[1]))
     for start in range(0, n_users, step):
         p, v = pos[start : start + step], valid[start : start + step]
-        vec = unit[np.where(v, p, 0)] * v[:, :, None]  # (chunk, width, dv), padding rows zero
+        vec = unit[np.minimum(p, len(used) - 1)] * v[:, :, None]  # (chunk, width, dv), padding rows zero
         total = vec.sum(axis=1, dtype=np.float64)
         self_sim = np.einsum("ukd,ukd->u", vec, vec, dtype=np.float64)
         pairs = (total * total).sum(axis=1) - self_sim
