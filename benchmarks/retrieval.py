@@ -2,14 +2,16 @@
 
 Item vectors ``(n, 65)`` float32 (64 Gaussian dimensions and a bias column), user queries with a constant 1
 in the bias column; each user excludes about 50 seen items (Poisson) and has 1 + Poisson(2) targets among
-the unseen items; training-window plays are heavy-tailed (a quarter of the items never played); content
+the unseen items; training-window plays are heavy-tailed (a third of the items never played); content
 vectors ``(n, 64)`` for diversity. Measures: exact index build, exact search of the top 500 with
 exclusions, HNSW build (library defaults) and the same search, HNSW recall@100 against exact (on
-``--recall-queries`` queries without exclusions, and on every user's excluded search), the catalog metrics
-(ks 10/50/100/500, two tails, coverage/gini/popularity/diversity, per-user table), and the process's peak
-RSS. Writes ``benchmarks/results/retrieval.json`` and prints a table.
+``--recall-queries`` queries without exclusions, and on every user's excluded search; optionally at
+several efSearch values), the catalog metrics (ks 10/50/100/500, two tails, coverage / gini / popularity /
+diversity, per-user table), and the process's peak RSS. Writes ``benchmarks/results/retrieval.json``
+and prints one line per step.
 
-    python benchmarks/retrieval.py [--items 1000000] [--users 10000] [--skip-hnsw] [--out PATH]
+    python benchmarks/retrieval.py [--items 1000000] [--users 10000] [--skip-hnsw]
+                                   [--ef-search-sweep 256 512 1024] [--out PATH]
 """
 
 from __future__ import annotations
@@ -77,6 +79,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--d", type=int, default=65)
     parser.add_argument("--k", type=int, default=500)
     parser.add_argument("--recall-queries", type=int, default=1_000)
+    parser.add_argument(
+        "--ef-search-sweep",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time recall@100 at these efSearch values",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-hnsw", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "retrieval.json")
@@ -159,6 +168,25 @@ def main(argv: list[str] | None = None) -> dict:
             "recall@100_vs_exact_with_exclusions": round(float(np.mean(inter)), 4),
         }
         print(f"  hnsw recall@100 vs exact: {recall:.4f} ({np.mean(inter):.4f} with exclusions)", flush=True)
+        sweep = []
+        for ef in args.ef_search_sweep:  # top 100 of the sample queries, no exclusions
+            approx.set_ef_search(ef)
+            t0 = time.perf_counter()
+            approx.search(sample, 100)
+            wall = time.perf_counter() - t0
+            rec = hnsw_recall(exact, approx, sample, k=100)
+            sweep.append(
+                {
+                    "ef_search": ef,
+                    "recall@100": round(rec, 4),
+                    "search_ms_per_query": round(1e3 * wall / len(sample), 3),
+                }
+            )
+            print(
+                f"  efSearch {ef:5d}: recall@100 {rec:.4f}, {1e3 * wall / len(sample):.2f} ms/query",
+                flush=True,
+            )
+        report["hnsw"]["ef_search_sweep"] = sweep
     report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     report["machine"]["load_average_at_end"] = list(os.getloadavg())
     print(f"  peak RSS {report['peak_rss_mib']} MiB")

@@ -122,12 +122,15 @@ def test_hnsw_recall_against_exact():
     assert recall >= 0.95
     # the same value by hand; and HNSW results follow the same rules (exclusions, order, padding)
     truth, _ = exact.search(queries, 100)
-    found, found_scores = approx.search(queries, 100)
+    found, found_scores = approx.search(queries, 100)  # efSearch 256
     by_hand = np.mean(
         [len(set(a) & set(b)) / 100 for a, b in zip(truth.tolist(), found.tolist(), strict=True)]
     )
     assert recall == pytest.approx(by_hand)
     assert hnsw_recall(exact, exact, queries, k=100) == 1.0
+    assert hnsw_recall(exact, approx.set_ef_search(1024), queries, k=100) >= recall  # longer candidate list
+    with pytest.raises(ValueError, match="ef_search applies to a 'hnsw' index"):
+        exact.set_ef_search(64)
     assert (np.diff(found_scores, axis=1) <= 0).all()
     exclude = ItemSets.from_lists([truth[q, :10] for q in range(len(queries))])
     found_ex, _ = approx.search(queries, 100, exclude)

@@ -225,6 +225,16 @@ class ItemIndex:
                 start = stop
         return out_ids, out_scores
 
+    def set_ef_search(self, ef_search: int) -> ItemIndex:
+        """HNSW only: the default candidate list of later searches (recall against speed); returns self."""
+        if self.kind != "hnsw" or ef_search < 1:
+            raise ValueError(
+                f"ef_search applies to a 'hnsw' index and must be positive ({self.kind}, {ef_search})"
+            )
+        self.params["ef_search"] = int(ef_search)
+        self.index.hnsw.efSearch = int(ef_search)
+        return self
+
     def _faiss_search(self, q: np.ndarray, kp: int) -> tuple[np.ndarray, np.ndarray]:
         if self.kind == "hnsw":  # the candidate list must hold at least k' results
             ef = max(self.params["ef_search"], kp)
