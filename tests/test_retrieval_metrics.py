@@ -101,9 +101,13 @@ def assert_matches(result, expected):
 # ------------------------------------------------------------------------------------------- random data
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_random_lists_equal_reference(seed):
+@pytest.mark.parametrize(("seed", "sparse"), [(0, False), (1, False), (2, True)])
+def test_random_lists_equal_reference(seed, sparse):
     rng, catalog, plays, vectors, top, targets = random_case(seed)
+    if sparse:  # ids spread over 2^42 (no direct lookup table): the same lists, other ids
+        catalog = catalog * 2**32 + 5
+        top = np.where(top >= 0, top * 2**32 + 5, -1)
+        targets = [t * 2**32 + 5 for t in targets]
     ks = (1, 5, 10, 60)
     tails = tail_item_sets(catalog, plays, [1, 3])
     result = catalog_metrics(
