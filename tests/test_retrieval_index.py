@@ -60,7 +60,8 @@ def test_exact_index_equals_brute_force_with_exclusions_and_ties(catalog, k, bud
         assert not set(excluded) & set(got_ids[row].tolist())
 
 
-def test_a_tie_larger_than_the_search_width_is_ordered_by_item_id():
+@pytest.mark.parametrize("budget", [1 << 22, 100])  # 100: the widened searches are split into many calls
+def test_a_tie_larger_than_the_search_width_is_ordered_by_item_id(budget):
     """600 items share the best score: FAISS's first k' = k + 16 results are an arbitrary part of them, so the
     search must widen until the k smallest ids of the tie are certain."""
     rng = np.random.default_rng(1)
@@ -69,8 +70,8 @@ def test_a_tie_larger_than_the_search_width_is_ordered_by_item_id():
     vectors = np.zeros((n, 2), dtype=np.float32)
     vectors[:, 0] = rng.uniform(-1, 0.5, n)
     vectors[:600, 0] = 1.0
-    got, scores = ItemIndex.build(ids, vectors).search(np.array([[1.0, 0.0]]), 20)
-    assert got[0].tolist() == sorted(ids[:600].tolist())[:20]
+    got, scores = ItemIndex.build(ids, vectors).search(np.tile([1.0, 0.0], (30, 1)), 20, budget=budget)
+    assert got.tolist() == [sorted(ids[:600].tolist())[:20]] * 30
     assert (scores == 1.0).all()
 
 

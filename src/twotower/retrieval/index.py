@@ -222,7 +222,7 @@ class ItemIndex:
                 stop = min(stop, start + max(1, budget // kp))
                 kp = int(need[order[stop - 1]])
                 chunk = order[start:stop]
-                self._search_rows(q, chunk, excl.take(chunk), k, kp, out_ids, out_scores)
+                self._search_rows(q, chunk, excl.take(chunk), k, kp, budget, out_ids, out_scores)
                 start = stop
         return out_ids, out_scores
 
@@ -249,19 +249,27 @@ class ItemIndex:
         excl: ItemSets,
         k: int,
         kp: int,
+        budget: int,
         out_ids: np.ndarray,
         out_scores: np.ndarray,
     ) -> None:
-        """Search queries ``q[rows]`` (exclusions ``excl``, index positions) with k' = ``kp``, widening
-        k' for the queries whose k-th result is tied with the lowest score returned."""
+        """Search queries ``q[rows]`` (exclusions ``excl``, index positions) with k' = ``kp``; queries whose
+        k-th result is tied with the lowest score returned go again with twice k' (at most ``budget``
+        results per FAISS call)."""
         n = self.n
-        excl_keys = np.sort(excl.rows() * n + excl.items)
-        while len(rows):
+        pending = [(rows, excl, kp)]
+        while pending:
+            rows, excl, kp = pending.pop()
+            step = max(1, budget // kp)
+            if len(rows) > step:  # a widened search of many queries: split to stay within the budget
+                pending += [(rows[i : i + step], excl.slice(i, min(i + step, len(rows))), kp)
+                            for i in range(0, len(rows), step)]  # fmt: skip
+                continue
             scores, labels = self._faiss_search(q[rows], kp)
             m = len(rows)
             valid = labels >= 0
-            local = np.arange(m, dtype=np.int64)[:, None]
-            keys = local * n + np.where(valid, labels, 0)
+            excl_keys = np.sort(excl.rows() * n + excl.items)
+            keys = np.arange(m, dtype=np.int64)[:, None] * n + np.where(valid, labels, 0)
             at = np.minimum(np.searchsorted(excl_keys, keys), max(len(excl_keys) - 1, 0))
             excluded = excl_keys[at] == keys if len(excl_keys) else np.zeros_like(valid)
             cand = valid & ~excluded
@@ -270,8 +278,7 @@ class ItemIndex:
             srt = np.lexsort((ids, -sc), axis=1)
             ids = np.take_along_axis(ids, srt, axis=1)
             sc = np.take_along_axis(sc, srt, axis=1)
-            n_returned = valid.sum(axis=1)
-            complete = (kp >= n) | (n_returned < kp)
+            complete = (kp >= n) | (valid.sum(axis=1) < kp)  # every candidate was returned
             lowest = np.where(valid, scores, np.inf).min(axis=1)
             kth = sc[:, k - 1] if kp >= k else np.full(m, -np.inf, dtype=np.float32)
             done = complete | ((cand.sum(axis=1) >= k) & (kth > lowest))
@@ -279,14 +286,9 @@ class ItemIndex:
             hit_ids, hit_sc = ids[done, :width], sc[done, :width]
             out_ids[rows[done], :width] = np.where(np.isfinite(hit_sc), hit_ids, -1)
             out_scores[rows[done], :width] = hit_sc
-            if done.all():
-                return
-            # re-search the others with twice k' (their exclusion keys renumbered to the new rows)
-            keep = np.flatnonzero(~done)
-            excl = excl.take(keep)
-            excl_keys = np.sort(excl.rows() * n + excl.items)
-            rows = rows[keep]
-            kp = min(n, 2 * kp)
+            if not done.all():
+                keep = np.flatnonzero(~done)
+                pending.append((rows[keep], excl.take(keep), min(n, 2 * kp)))
 
     # ---------------------------------------------------------------------------------- persistence
 
