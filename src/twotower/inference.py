@@ -14,12 +14,8 @@ import pandas as pd
 import torch
 
 from twotower.checkpoint import ModelBundle
-from twotower.model.dataset import EncodedRows
+from twotower.model.dataset import EncodedRows, to_device
 from twotower.model.two_tower import TwoTower
-
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 @torch.no_grad()

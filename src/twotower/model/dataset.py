@@ -5,6 +5,11 @@ from __future__ import annotations
 import torch
 
 
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Move every tensor of a batch to ``device`` (non-blocking from pinned memory)."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 class EncodedRows(torch.utils.data.Dataset):
     """Encoded rows. ``columns``: per-row tensors [n]; ``pos_hist`` / ``neg_hist``: content-table rows of each
     distinct (user, day) history, [n_histories, L] (0 = padding), gathered per batch through ``hist_row``.

@@ -2,6 +2,9 @@
 
 logit(user, item) = <user_embedding, item_embedding> + item_bias
 
+The towers return embeddings; the losses (the sheet's BCE, the retrieval softmax) live in
+``twotower.model.objectives``, so both objectives share the same towers and features.
+
 Every feature group is switched on or off in ``ModelConfig`` (the series' ablations):
 
 user tower   pos_mean_hist_emb / neg_mean_hist_emb: mean of the frozen content vectors over the history ids
@@ -167,8 +170,3 @@ class TwoTower(nn.Module):
     def forward(self, batch: Batch) -> Tensor:
         """-> logits [B] = <user, item> + item bias (the same arithmetic as the retrieval index)."""
         return (self.user_embeddings(batch) * self.item_embeddings(batch)).sum(dim=1)
-
-    def loss(self, batch: Batch) -> Tensor:
-        """Binary cross-entropy with logits, weighted by ``weight`` and normalised by the total weight."""
-        bce = F.binary_cross_entropy_with_logits(self(batch), batch["label"], reduction="none")
-        return (bce * batch["weight"]).sum() / batch["weight"].sum().clamp_min(1e-12)
