@@ -1,4 +1,4 @@
-"""Training loop, early stopping on the last training day, checkpoints, scoring and the retrieval identity."""
+"""Training loop, early stopping on the last training day, refit, checkpoints, scoring and the retrieval identity."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from twotower.evaluate.metrics import mean_user_auc
 from twotower.inference import embed_items, embed_users, score
 from twotower.train import train_model
 
-FAST = TrainConfig(batch_size=64, epochs=4, learning_rate=1e-2, patience=1, device="cpu")
+# refit = false: the checkpoint is the selection model (trained without the held-out day), whose held-out
+# metric the tests below reproduce; the refit has tests of its own.
+FAST = TrainConfig(batch_size=64, epochs=4, learning_rate=1e-2, patience=1, device="cpu", refit=False)
 
 
 def _train(data: dict, out, cfg=None, train_cfg=FAST, seed=0):
@@ -170,12 +172,40 @@ def test_early_stopping_follows_patience(trained):
         assert len(trained.holdout_metric) == trained.best_epoch + FAST.patience + 1
 
 
-def test_held_out_day_never_reaches_training(data, tmp_path):
-    """A user and an item seen only on the last training day stay out of the fitted vocabularies."""
+def _with_last_day_newcomers(data: dict) -> dict:
+    """A user and an item seen only on the last training day."""
     last = data["train"]["day"].max()
     extra = data["train"][data["train"]["day"] == last].head(4).assign(user_id=777, item_id=4242)
-    train = pd.concat([data["train"], extra], ignore_index=True)
-    result = _train({**data, "train": train}, tmp_path, train_cfg=FAST.model_copy(update={"epochs": 1}))
+    return {**data, "train": pd.concat([data["train"], extra], ignore_index=True)}
+
+
+def test_held_out_day_never_reaches_the_selection_model(data, tmp_path):
+    """Without refit, a user and an item seen only on the last training day stay out of the vocabularies."""
+    last = data["train"]["day"].max()
+    result = _train(_with_last_day_newcomers(data), tmp_path, train_cfg=FAST.model_copy(update={"epochs": 1}))
     features = load_checkpoint(result.model_path).features
     assert 777 not in features.users_.ids_ and 4242 not in features.items_.ids_
     assert set(features.users_.ids_) == set(data["train"][data["train"]["day"] < last]["user_id"])
+    assert not result.refit and result.refit_loss == [] and result.n_refit == 0
+
+
+def test_refit_trains_on_every_day_for_the_chosen_number_of_epochs(data, tmp_path):
+    """Refit (the default): the feature space is fitted on all days (the held-out day's newcomers are in the
+    vocabularies) and a fresh model trains exactly the epoch count early stopping chose."""
+    newcomers = _with_last_day_newcomers(data)
+    epochs: list[tuple[str, int]] = []
+    cfg = FAST.model_copy(update={"refit": True, "epochs": 3, "patience": 3})
+    result = train_model(
+        small_config(), cfg, newcomers["train"], data["history"], data["users"], data["item_table"], tmp_path,
+        on_epoch_end=lambda phase, epoch: epochs.append((phase, epoch)),
+    )
+    bundle = load_checkpoint(result.model_path)
+    assert 777 in bundle.features.users_.ids_ and 4242 in bundle.features.items_.ids_
+    assert set(bundle.features.users_.ids_) == set(newcomers["train"]["user_id"])
+    best = int(np.argmax(result.holdout_metric)) + 1
+    assert result.refit and result.best_epoch == best and len(result.holdout_metric) == 3
+    assert epochs == [("select", 1), ("select", 2), ("select", 3)] + [("refit", e) for e in range(1, best + 1)]
+    assert len(result.refit_loss) == best and result.n_refit == len(newcomers["train"])
+    assert result.n_train + result.n_holdout == len(newcomers["train"])
+    assert bundle.meta["refit"] and bundle.meta["epoch"] == best
+    assert bundle.meta["metric"] == pytest.approx(result.holdout_metric[best - 1])

@@ -3,13 +3,19 @@
 The dict holds the model config, the train config, the fitted feature space (vocabularies and scalers),
 the layer sizes and the weights, so ``load_checkpoint`` needs nothing but the file, and the file loads
 with ``torch.load(weights_only=True)`` (no pickled code).
+
+The training state (``train_state.pt`` beside ``model.pt``, written by ``twotower.train`` after every
+epoch) is a second such file: whatever the loop needs to continue exactly where it stopped, including the
+states of every random generator (``rng_state`` / ``set_rng_state``).
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from twotower.config import ModelConfig, TrainConfig
@@ -18,6 +24,7 @@ from twotower.model.feature_space import FeatureSpace
 from twotower.model.two_tower import TwoTower
 
 CHECKPOINT_FORMAT = "twotower-checkpoint/1"
+TRAIN_STATE_FORMAT = "twotower-train-state/1"
 
 
 @dataclass
@@ -76,3 +83,50 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Mod
     return ModelBundle(
         model.to(resolve_device(str(device))).eval(), features, cfg, train_cfg, ckpt.get("meta", {})
     )
+
+
+def rng_state() -> dict:
+    """The states of Python's, NumPy's and torch's global generators (CUDA too when present), as plain values
+    and tensors (``weights_only`` loadable)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.as_tensor(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what ``rng_state`` returned."""
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_train_state(path: Path, state: dict) -> None:
+    """Write a training state dict (plain values and CPU tensors) atomically."""
+    write_atomic(path, lambda tmp: torch.save({"format": TRAIN_STATE_FORMAT, **state}, tmp))
+
+
+def load_train_state(path: Path) -> dict | None:
+    """The training state at ``path``, or None when there is none."""
+    if not Path(path).exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != TRAIN_STATE_FORMAT:
+        raise ValueError(f"{path} is not a {TRAIN_STATE_FORMAT} file; delete it to train from the start")
+    return state

@@ -251,8 +251,40 @@ class ModelConfig(Strict):
 
 
 class TrainConfig(Strict):
+    """Training: the objective, early stopping on the last training day, then (``refit``) all days.
+
+    ``objective = "bce"`` (the sheet): weighted binary cross-entropy on the played rows of train.parquet.
+    ``"softmax"`` (retrieval): each positive row against the batch's other positives and ``negatives``
+    items drawn uniformly from that day's catalog (catalog.parquet), batches drawn within one day, with the
+    log-frequency correction of each candidate's sampling probability (``logq_correction``) and the
+    model's ``normalize`` / ``temperature`` (cosine / temperature). See ``twotower.model.objectives``.
+    """
+
+    objective: Literal["bce", "softmax"] = Field(
+        "bce",
+        description="'bce': weighted BCE on played rows (the sheet); 'softmax': positives against in-batch and "
+        "catalog-sampled negatives (sampling-bias-corrected softmax, for catalog retrieval).",
+    )
+    negatives: int = Field(
+        256,
+        ge=0,
+        description="softmax: items drawn uniformly (with replacement) from the batch day's catalog per batch, "
+        "shared by every row of the batch; 0 = in-batch negatives only.",
+    )
+    logq_correction: bool = Field(
+        True,
+        description="softmax: subtract log(B * p_day(i) + negatives / |catalog_day|) from each candidate's logit "
+        "(p_day(i): item i's share of that day's positives; B: the batch's rows), so that popular items are not "
+        "pushed down just for being sampled more often as in-batch negatives.",
+    )
+    refit: bool = Field(
+        True,
+        description="After early stopping on the last training day chose the epoch count, fit the features and "
+        "train a fresh model (same seed) on every training day for that many epochs; false keeps the model "
+        "trained without the last day.",
+    )
     batch_size: int = Field(1024, ge=1)
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, description="The most epochs early stopping may train.")
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     patience: int = Field(

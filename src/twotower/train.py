@@ -1,86 +1,103 @@
-"""The training loop: Adam, early stopping on the last training day, the best epoch saved.
+"""Training: the epoch count chosen on the last training day, then a refit on every training day.
 
-``train_model`` holds out the LAST training day (max ``day`` of train.parquet; never the validation day), fits
-the feature space on the remaining days, trains with Adam and keeps the epoch with the best held-out mean
-per-user AUC (users with both labels on that day; weighted BCE when no user has both). Checkpoint I/O is
-``twotower.checkpoint``, scoring and embedding ``twotower.inference``.
+1. Selection. The LAST training day (max ``day`` of train.parquet; never the validation day) is held out.
+   The feature space is fitted on the other days, a model trained on them with Adam, and after every epoch
+   the held-out metric is computed (``twotower.selection``: mean per-user AUC for ``bce``, catalog
+   recall@100 for ``softmax``); training stops after more than ``patience`` epochs without a better one,
+   or after ``epochs``. The objective's rule then chooses the epoch count.
+2. Refit (``train.refit = true``, the default). The feature space is fitted on ALL training days and a fresh
+   model (same seed) trained on them for the chosen number of epochs: the checkpoint ``model.pt``. With
+   ``refit = false`` the checkpoint is the selection model of the chosen epoch (the behaviour before refit
+   existed, bit for bit). With one training day nothing is held out: ``epochs`` epochs on it, no refit.
+
+Resumable: after every epoch ``train_state.pt`` (beside ``model.pt``, written atomically) holds the weights,
+the optimizer, the curves and the selection's bookkeeping, the batch generator's and every global RNG's
+state. ``train_model(..., resume=True)`` continues from it and ends with exactly the checkpoint and curves
+of an uninterrupted run. When training ends the state is replaced by a small ``complete`` record holding
+the result, so resuming a finished training returns its result without training again.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import random
-import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from twotower.checkpoint import ModelBundle, resolve_device, save_checkpoint
+from twotower.checkpoint import load_train_state, resolve_device, rng_state, save_train_state, set_rng_state
 from twotower.config import ModelConfig, TrainConfig
-from twotower.evaluate.metrics import mean_user_auc
-from twotower.inference import predict, to_device
-from twotower.model.dataset import EncodedRows
-from twotower.model.feature_space import FeatureSpace, epoch_days
-from twotower.model.two_tower import TwoTower
-from twotower.progress import bar as progress_bar
+from twotower.model.batching import day_label
+from twotower.model.feature_space import epoch_days
 from twotower.progress import say
+from twotower.selection import (
+    BEST_RULE,
+    SMOOTHING_RULE,
+    higher_is_better,
+    holdout_name,
+    make_holdout,
+    smoothed_best_epoch,
+)
+from twotower.train_pass import PassInputs, TrainingPass, deterministic, seed_all, weights
+
+STATE_FILE = "train_state.pt"
+EpochCallback = Callable[[str, int], None]  # (phase "select" or "refit", 1-based epoch)
 
 
 @dataclass
 class TrainResult:
     model_path: Path
-    best_epoch: int
-    train_loss: list[float]  # per epoch: weighted BCE over the training rows
-    holdout_metric: list[float]  # per epoch: see holdout_metric_name
-    holdout_metric_name: str  # "auc" (mean per-user, higher is better), "bce" (lower is better) or "none"
+    best_epoch: int  # the epoch count chosen on the held-out day (what the refit trains)
+    train_loss: list[float]  # per selection epoch: the objective's loss over its training rows
+    holdout_metric: list[float]  # per selection epoch: see holdout_metric_name
+    holdout_metric_name: str  # "auc" (mean per-user), "bce" (lower is better), "recall@100" or "none"
     holdout_day: str | None
     examples_per_s: float
-    n_train: int
-    n_holdout: int
+    n_train: int  # rows the selection model trained on (softmax: positive rows)
+    n_holdout: int  # rows of the held-out day
+    objective: str = "bce"
+    selection_rule: str = BEST_RULE
+    refit: bool = False  # model.pt is the refit model (trained on every training day)
+    refit_loss: list[float] = field(default_factory=list)  # per refit epoch
+    n_refit: int = 0  # rows the refit trained on
+
+    def as_dict(self) -> dict:
+        """Plain values (the model path as a string)."""
+        return {**asdict(self), "model_path": str(self.model_path)}
 
 
-@contextlib.contextmanager
-def deterministic(seed: int, device: torch.device):
-    """Seed every generator and switch on deterministic kernels; restores the previous switch afterwards."""
-    previous = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-    )
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required for deterministic cuBLAS
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    # On CUDA a few kernels have no deterministic version: warn rather than fail there.
-    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+@dataclass
+class _Progress:
+    """The loop's bookkeeping, saved in the training state after every epoch."""
+
+    phase: str = "select"  # "select", then "refit"
+    train_loss: list[float] = field(default_factory=list)
+    holdout: list[float] = field(default_factory=list)
+    best: float | None = None
+    best_epoch: int = 0
+    stale: int = 0
+    chosen: int = 0  # 0 until the selection has finished
+    refit_loss: list[float] = field(default_factory=list)
+    seen: int = 0
+    seconds: float = 0.0
+    n_train: int = 0
+    n_refit: int = 0
+
+    def record(self, loss: float, seen: int, seconds: float) -> None:
+        self.seen, self.seconds = self.seen + seen, self.seconds + seconds
+        (self.refit_loss if self.phase == "refit" else self.train_loss).append(loss)
 
 
-def _holdout_metric(
-    model: TwoTower, data: EncodedRows, users: np.ndarray, name: str, batch_size: int, device: torch.device
-) -> float:
-    logits = predict(model, data, batch_size, device)
-    if name == "auc":
-        return mean_user_auc(users, data.columns["label"].numpy(), logits)[0]
-    label, weight = data.columns["label"], data.columns["weight"]
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(
-        torch.as_tensor(logits), label, reduction="none"
-    )
-    return float((bce * weight).sum() / weight.sum().clamp_min(1e-12))
-
-
-def _better(name: str, value: float, best: float | None) -> bool:
-    if best is None:
-        return True
-    return value > best if name == "auc" else value < best
+def _fingerprint(model_config: ModelConfig, train_config: TrainConfig, rows: pd.DataFrame, seed: int) -> dict:
+    """What a training state must match to be resumed: the configs, the seed and the training rows."""
+    keys = rows[["user_id", "item_id", "label"]].assign(day=epoch_days(rows["day"]))
+    return {
+        "model_config": model_config.model_dump(mode="json"),
+        "train_config": train_config.model_dump(mode="json"),
+        "seed": seed,
+        "rows": len(rows),
+        "rows_hash": int(pd.util.hash_pandas_object(keys, index=False).sum()),
+    }
 
 
 def train_model(
@@ -93,110 +110,143 @@ def train_model(
     out_dir: str | Path,
     seed: int = 0,
     progress: bool | None = None,
+    catalog: pd.DataFrame | None = None,
+    resume: bool = False,
+    on_epoch_end: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train on train.parquet rows minus the last day, early-stop on that day, save the best epoch to
-    ``out_dir/model.pt``. The per-epoch bar shows only on a terminal; ``progress=True`` also prints one line
-    per epoch."""
+    """Choose the epoch count on the last training day, refit on every day (module docstring), save
+    ``out_dir/model.pt``. ``catalog``: catalog.parquet (day, item_id, creator_id, ITEM_BASE, CREATOR_BASE),
+    required by ``objective = "softmax"``. ``resume``: continue from ``out_dir/train_state.pt`` when it
+    exists. ``on_epoch_end(phase, epoch)`` runs after each epoch's state is saved. The per-epoch bar shows
+    only on a terminal; ``progress=True`` also prints one line per epoch."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(train_config.device)
+    path, state_path, cfg = out_dir / "model.pt", out_dir / STATE_FILE, train_config
+    if cfg.objective == "softmax" and catalog is None:
+        raise ValueError(
+            "train.objective 'softmax' needs the catalog (catalog.parquet of the prepared directory)"
+        )
+    fingerprint = _fingerprint(model_config, cfg, train_df, seed)
+    state = load_train_state(state_path) if resume else None
+    if state is not None and state["fingerprint"] != fingerprint:
+        raise ValueError(
+            f"{state_path} was written by another training (config, seed or rows); delete it to start over"
+        )
+    if state is not None and state["complete"]:
+        if path.exists():
+            return TrainResult(**{**state["result"], "model_path": path})
+        state = None  # the model it describes is gone: train again
+    device = resolve_device(cfg.device)
+    inputs = PassInputs(model_config, cfg, history_df, users_df, item_table, catalog, device, progress)
+    rows = train_df.reset_index(drop=True)
+    days = epoch_days(rows["day"])
+    hold = days == days.max()
+    if hold.all():  # a single training day: nothing to hold out, keep the last epoch
+        hold[:] = False
+    name = holdout_name(cfg.objective, rows[hold])
+    refit = cfg.refit and name != "none"
+    rule = SMOOTHING_RULE if cfg.objective == "softmax" and name != "none" else BEST_RULE
+    p = _Progress(**state["progress"]) if state is not None else _Progress()
+
+    def save_state(phase: TrainingPass, snapshots: dict[int, dict], epoch: int) -> None:
+        payload = {
+            "fingerprint": fingerprint,
+            "progress": asdict(p),
+            "pass": phase.state(),
+            "rng": rng_state(),
+        }
+        save_train_state(state_path, {**payload, "snapshots": snapshots, "complete": False})
+        say(_epoch_line(p, name), enabled=bool(progress))
+        if on_epoch_end is not None:
+            on_epoch_end(p.phase, epoch)
+
     with deterministic(seed, device):
-        rows = train_df.reset_index(drop=True)
-        days = epoch_days(rows["day"])
-        hold = days == days.max()
-        if hold.all():  # a single training day: nothing to hold out, keep the last epoch
-            hold[:] = False
-        fit_rows, hold_rows = rows[~hold], rows[hold]
-        features = FeatureSpace(model_config).fit(fit_rows, users_df, item_table)
-        train_set = features.transform(fit_rows, history_df, users_df)
-        hold_set = features.transform(hold_rows, history_df, users_df)
-        hold_users = hold_rows["user_id"].to_numpy()
-        if not len(hold_rows):
-            metric_name = "none"
-        else:
-            metric_name = (
-                "auc"
-                if mean_user_auc(hold_users, hold_rows["label"].to_numpy(), np.zeros(len(hold_rows)))[1]
-                else "bce"
-            )
-
-        content = features.content_matrix(item_table) if features.content_ids_ is not None else None
-        model = TwoTower(model_config, features.dims(), content).to(device)
-        optimizer = torch.optim.Adam(
-            model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay
-        )
-        # A BatchSampler yields index lists; EncodedRows gathers a whole batch per index list (no per-row Python).
-        generator = torch.Generator().manual_seed(seed)
-        sampler = BatchSampler(
-            RandomSampler(train_set, generator=generator), train_config.batch_size, drop_last=False
-        )
-        loader = DataLoader(
-            train_set, sampler=sampler, batch_size=None, num_workers=0, pin_memory=device.type == "cuda"
-        )
-        bundle = ModelBundle(model, features, model_config, train_config)
-        path = out_dir / "model.pt"
-
-        losses: list[float] = []
-        metrics: list[float] = []
-        best, best_epoch, stale, seen, train_seconds = None, 0, 0, 0, 0.0
-        for epoch in range(1, train_config.epochs + 1):
-            model.train()
-            start = time.perf_counter()
-            total, weight = torch.zeros((), device=device), torch.zeros((), device=device)
-            bar = progress_bar(
-                loader, f"epoch {epoch}/{train_config.epochs}", enabled=progress is not False, leave=False
-            )
-            for step, batch in enumerate(bar):
-                batch = to_device(batch, device)
-                loss = model.loss(batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                w = batch["weight"].sum()
-                total += loss.detach() * w
-                weight += w
-                seen += len(batch["label"])
-                if step % 20 == 0 and hasattr(bar, "set_postfix"):  # .item() syncs the GPU: not every step
-                    bar.set_postfix(loss=f"{(total / weight).item():.4f}")
-            train_seconds += time.perf_counter() - start
-            losses.append(float(total / weight.clamp_min(1e-12)))
-            if metric_name == "none":
-                metrics.append(float("nan"))
-                improved = True
-            else:
-                metrics.append(
-                    _holdout_metric(
-                        model, hold_set, hold_users, metric_name, train_config.eval_batch_size, device
-                    )
+        if p.phase == "select":
+            select = TrainingPass(inputs, rows[~hold], seed)
+            p.n_train = select.n_rows
+            holdout = make_holdout(name, select.features, rows[hold], history_df, users_df, catalog)
+            snapshots: dict[int, dict] = {}
+            if state is not None:
+                select.load(state["pass"])
+                snapshots = state["snapshots"]
+                set_rng_state(state["rng"])
+            while not p.chosen:
+                epoch = len(p.train_loss) + 1
+                p.record(*select.run_epoch(f"epoch {epoch}/{cfg.epochs}"))
+                p.holdout.append(
+                    holdout(select.model, cfg.eval_batch_size, device) if name != "none" else float("nan")
                 )
-                improved = _better(metric_name, metrics[-1], best)
-            if improved:
-                best, best_epoch, stale = metrics[-1], epoch, 0
-                bundle.meta = {
-                    "epoch": epoch,
-                    "metric": metrics[-1],
-                    "metric_name": metric_name,
-                    "seed": seed,
-                }
-                save_checkpoint(path, bundle)
+                metric = p.holdout[-1]
+                if (
+                    name == "none"
+                    or p.best is None
+                    or (metric > p.best if higher_is_better(name) else metric < p.best)
+                ):
+                    p.best, p.best_epoch, p.stale = metric, epoch, 0
+                else:
+                    p.stale += 1
+                if not refit:  # the checkpoint will be one of these epochs' models: keep the candidates
+                    if rule == SMOOTHING_RULE:
+                        snapshots[epoch] = weights(select.model)
+                    elif p.best_epoch == epoch:
+                        snapshots = {epoch: weights(select.model)}
+                if p.stale > cfg.patience or epoch == cfg.epochs:
+                    p.chosen = p.best_epoch if rule == BEST_RULE else smoothed_best_epoch(p.holdout)
+                save_state(select, snapshots, epoch)
+            if refit:
+                p.phase = "refit"
             else:
-                stale += 1
-                if stale > train_config.patience:
-                    break
-            say(
-                f"epoch {epoch}: train loss {losses[-1]:.4f}, held-out {metric_name} {metrics[-1]:.4f}",
-                enabled=bool(progress),
-            )
+                select.load_weights(snapshots[p.chosen])
+                select.save(path, _meta(p, name, seed, cfg.objective, refit=False))
+        if p.phase == "refit":
+            seed_all(seed)  # a fresh model, initialised as any run with this seed initialises it
+            final = TrainingPass(inputs, rows, seed)
+            p.n_refit = final.n_rows
+            if state is not None and state["progress"]["phase"] == "refit":
+                final.load(state["pass"])
+                set_rng_state(state["rng"])
+            while len(p.refit_loss) < p.chosen:
+                epoch = len(p.refit_loss) + 1
+                p.record(*final.run_epoch(f"refit epoch {epoch}/{p.chosen}"))
+                save_state(final, {}, epoch)
+            final.save(path, _meta(p, name, seed, cfg.objective, refit=True))
 
-    held_day = str(pd.Timestamp(int(days.max()), unit="D").date()) if metric_name != "none" else None
-    return TrainResult(
+    result = TrainResult(
         model_path=path,
-        best_epoch=best_epoch,
-        train_loss=losses,
-        holdout_metric=metrics,
-        holdout_metric_name=metric_name,
-        holdout_day=held_day,
-        examples_per_s=seen / max(train_seconds, 1e-9),
-        n_train=len(fit_rows),
-        n_holdout=len(hold_rows),
+        best_epoch=p.chosen,
+        train_loss=p.train_loss,
+        holdout_metric=p.holdout,
+        holdout_metric_name=name,
+        holdout_day=day_label(int(days.max())) if name != "none" else None,
+        examples_per_s=p.seen / max(p.seconds, 1e-9),
+        n_train=p.n_train,
+        n_holdout=int(hold.sum()),
+        objective=cfg.objective,
+        selection_rule=rule,
+        refit=refit,
+        refit_loss=p.refit_loss,
+        n_refit=p.n_refit,
     )
+    save_train_state(state_path, {"fingerprint": fingerprint, "complete": True, "result": result.as_dict()})
+    return result
+
+
+def _epoch_line(p: _Progress, name: str) -> str:
+    if p.phase == "refit":
+        return f"refit epoch {len(p.refit_loss)}/{p.chosen}: train loss {p.refit_loss[-1]:.4f}"
+    return (
+        f"epoch {len(p.train_loss)}: train loss {p.train_loss[-1]:.4f}, held-out {name} {p.holdout[-1]:.4f}"
+    )
+
+
+def _meta(p: _Progress, name: str, seed: int, objective: str, refit: bool) -> dict:
+    """The checkpoint's ``meta``: the chosen epoch and its held-out metric (of the selection model)."""
+    metric = p.holdout[p.chosen - 1]
+    return {
+        "epoch": p.chosen,
+        "metric": metric,
+        "metric_name": name,
+        "seed": seed,
+        "objective": objective,
+        "refit": refit,
+    }
