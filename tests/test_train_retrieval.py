@@ -3,7 +3,10 @@ and epoch rule, and resumable training (a run stopped after an epoch and resumed
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -185,3 +188,21 @@ def test_a_state_from_another_set_up_is_refused(bce_data, tmp_path):
             DROPOUT_MODEL, BCE, bce_data["train"], bce_data["history"], bce_data["users"], bce_data["item_table"],
             tmp_path, seed=6, resume=True,
         )  # fmt: skip
+
+
+def test_a_run_trains_the_softmax_objective_from_the_prepared_catalog(tmp_path):
+    """The pipeline hands prepare's catalog.parquet to training (the hand-built log, 3 training days). Its last
+    training day has no positive row left after the filters: nothing to hold out, every day trains."""
+    from tests.test_pipeline import _config
+    from twotower.pipeline import run
+
+    cfg = _config(tmp_path)
+    train = TrainConfig(epochs=2, batch_size=4, objective="softmax", negatives=3)
+    cfg = cfg.model_copy(update={"train": train, "model": cfg.model.model_copy(update={"normalize": True})})
+    run_dir = run(cfg, tmp_path / "runs", progress=False)
+    training = json.loads((run_dir / "experiment_1" / "training.json").read_text())
+    train = pd.read_parquet(run_dir / "experiment_1" / "prepared" / "train.parquet")
+    assert training["objective"] == "softmax" and training["holdout_metric_name"] == "none"
+    assert training["n_train"] == int(train["label"].sum()) and training["n_holdout"] == 0
+    assert not training["refit"] and training["best_epoch"] == len(training["train_loss"]) == 2
+    assert torch.load(run_dir / "experiment_1" / "train_state.pt", weights_only=True)["complete"]

@@ -134,8 +134,10 @@ def train_stage(cfg: Config, data: PreparedTables, item_table: pd.DataFrame, dir
     record = directory / TRAINING_FILE
     if record.exists() and (directory / "model.pt").exists():
         return read_training(directory)
+    catalog = data.read_extra("catalog") if cfg.train.objective == "softmax" else None
     training = train_model(
-        cfg.model, cfg.train, data.train, data.history, data.users, item_table, directory, seed=cfg.seed, progress=progress
+        cfg.model, cfg.train, data.train, data.history, data.users, item_table, directory, seed=cfg.seed,
+        progress=progress, catalog=catalog, resume=True,  # resume: continue from train_state.pt when one is there
     )
     write_json(record, {**dataclasses.asdict(training), "model_path": training.model_path.name})
     return training

@@ -8,7 +8,8 @@
 2. Refit (``train.refit = true``, the default). The feature space is fitted on ALL training days and a fresh
    model (same seed) trained on them for the chosen number of epochs: the checkpoint ``model.pt``. With
    ``refit = false`` the checkpoint is the selection model of the chosen epoch (the behaviour before refit
-   existed, bit for bit). With one training day nothing is held out: ``epochs`` epochs on it, no refit.
+   existed, bit for bit). With one training day, or none of the last day's rows to score (softmax: no
+   positive), nothing is held out: ``epochs`` epochs on every day, no refit.
 
 Resumable: after every epoch ``train_state.pt`` (beside ``model.pt``, written atomically) holds the weights,
 the optimizer, the curves and the selection's bookkeeping, the batch generator's and every global RNG's
@@ -141,9 +142,11 @@ def train_model(
     rows = train_df.reset_index(drop=True)
     days = epoch_days(rows["day"])
     hold = days == days.max()
-    if hold.all():  # a single training day: nothing to hold out, keep the last epoch
+    name = holdout_name(cfg.objective, rows[hold]) if not hold.all() else "none"
+    if (
+        name == "none"
+    ):  # one training day, or nothing to score on the last one: every day trains, `epochs` epochs
         hold[:] = False
-    name = holdout_name(cfg.objective, rows[hold])
     refit = cfg.refit and name != "none"
     rule = SMOOTHING_RULE if cfg.objective == "softmax" and name != "none" else BEST_RULE
     p = _Progress(**state["progress"]) if state is not None else _Progress()
@@ -164,7 +167,11 @@ def train_model(
         if p.phase == "select":
             select = TrainingPass(inputs, rows[~hold], seed)
             p.n_train = select.n_rows
-            holdout = make_holdout(name, select.features, rows[hold], history_df, users_df, catalog)
+            holdout = (
+                make_holdout(name, select.features, rows[hold], history_df, users_df, catalog)
+                if hold.any()
+                else None
+            )
             snapshots: dict[int, dict] = {}
             if state is not None:
                 select.load(state["pass"])
@@ -174,7 +181,7 @@ def train_model(
                 epoch = len(p.train_loss) + 1
                 p.record(*select.run_epoch(f"epoch {epoch}/{cfg.epochs}"))
                 p.holdout.append(
-                    holdout(select.model, cfg.eval_batch_size, device) if name != "none" else float("nan")
+                    holdout(select.model, cfg.eval_batch_size, device) if holdout else float("nan")
                 )
                 metric = p.holdout[-1]
                 if (
