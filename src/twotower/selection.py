@@ -31,8 +31,11 @@ SMOOTHING_RULE = (
 BEST_RULE = "best held-out metric (first of equals)"
 
 
-def higher_is_better(name: str) -> bool:
-    return name != "bce"
+def improves(name: str, value: float, best: float | None) -> bool:
+    """Whether held-out ``value`` of metric ``name`` is strictly better than ``best`` (None: nothing yet)."""
+    if best is None:
+        return True
+    return value < best if name == "bce" else value > best
 
 
 def holdout_name(objective: str, rows: pd.DataFrame) -> str:
@@ -97,8 +100,8 @@ class PlayedHoldout:
 class CatalogHoldout:
     """Recall@100 of the held-out day's positives over that day's catalog.
 
-    Users: every user with a positive row that day; their user-side features are those of their earliest
-    row that day (smallest hour, then row order). Targets: the day's positive items that are in its catalog.
+    Users: every user with a positive row that day; their user-side features are those of their first row
+    that day (smallest ``ts_ms``, or ``hour`` without it). Targets: the day's positive items in its catalog.
     """
 
     name = f"recall@{RECALL_K}"
@@ -114,7 +117,10 @@ class CatalogHoldout:
     ):
         day_rows = rows[epoch_days(rows["day"]) == day]
         positives = day_rows[day_rows["label"] == 1]
-        first = day_rows[day_rows["user_id"].isin(positives["user_id"])].sort_values("hour", kind="stable")
+        order = (
+            "ts_ms" if "ts_ms" in day_rows else "hour"
+        )  # the first play of the day, as prepare's retrieval users
+        first = day_rows[day_rows["user_id"].isin(positives["user_id"])].sort_values(order, kind="stable")
         first = first.drop_duplicates("user_id").sort_values("user_id").reset_index(drop=True)
         self.queries = features.transform(first, history, users, side="user")
         self.items = catalog.slice(day)

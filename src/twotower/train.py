@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from twotower.checkpoint import load_train_state, resolve_device, rng_state, save_train_state, set_rng_state
@@ -34,8 +35,8 @@ from twotower.progress import say
 from twotower.selection import (
     BEST_RULE,
     SMOOTHING_RULE,
-    higher_is_better,
     holdout_name,
+    improves,
     make_holdout,
     smoothed_best_epoch,
 )
@@ -87,6 +88,100 @@ class _Progress:
     def record(self, loss: float, seen: int, seconds: float) -> None:
         self.seen, self.seconds = self.seen + seen, self.seconds + seconds
         (self.refit_loss if self.phase == "refit" else self.train_loss).append(loss)
+
+
+class _Training:
+    """The two passes of one ``train_model`` call and what they share: the rows, the held-out metric, the
+    bookkeeping (``_Progress``) and the training state written after every epoch."""
+
+    def __init__(
+        self,
+        inputs: PassInputs,
+        rows: pd.DataFrame,
+        hold: np.ndarray,
+        name: str,
+        seed: int,
+        state_path: Path,
+        fingerprint: dict,
+        state: dict | None,
+        on_epoch_end: EpochCallback | None,
+    ):
+        self.inputs, self.rows, self.hold, self.name, self.seed = inputs, rows, hold, name, seed
+        self.state_path, self.fingerprint, self.state, self.on_epoch_end = (
+            state_path,
+            fingerprint,
+            state,
+            on_epoch_end,
+        )
+        cfg = inputs.train_config
+        self.do_refit = cfg.refit and name != "none"
+        self.rule = SMOOTHING_RULE if cfg.objective == "softmax" and name != "none" else BEST_RULE
+        self.p = _Progress(**state["progress"]) if state is not None else _Progress()
+
+    def _save_state(self, phase: TrainingPass, snapshots: dict[int, dict], epoch: int) -> None:
+        payload = {"fingerprint": self.fingerprint, "progress": asdict(self.p), "pass": phase.state()}
+        payload |= {"rng": rng_state(), "snapshots": snapshots, "complete": False}
+        save_train_state(self.state_path, payload)
+        say(_epoch_line(self.p, self.name), enabled=bool(self.inputs.progress))
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(self.p.phase, epoch)
+
+    def _resume(self, phase: TrainingPass, name: str) -> dict[int, dict]:
+        """Continue ``phase`` from the loaded state when it was saved in that phase -> its snapshots."""
+        if self.state is None or self.state["progress"]["phase"] != name:
+            return {}
+        phase.load(self.state["pass"])
+        set_rng_state(self.state["rng"])
+        return self.state["snapshots"]
+
+    def select(self, path: Path) -> None:
+        """Train without the held-out day until the stopping rule ends it, then choose the epoch count; without
+        refit, save the chosen epoch's model to ``path``."""
+        cfg, p, inputs = self.inputs.train_config, self.p, self.inputs
+        select = TrainingPass(inputs, self.rows[~self.hold], self.seed)
+        p.n_train = select.n_rows
+        holdout = None
+        if self.hold.any():
+            held = self.rows[self.hold]
+            holdout = make_holdout(
+                self.name, select.features, held, inputs.history, inputs.users, inputs.catalog
+            )
+        snapshots = self._resume(select, "select")
+        while not p.chosen:
+            epoch = len(p.train_loss) + 1
+            p.record(*select.run_epoch(f"epoch {epoch}/{cfg.epochs}"))
+            metric = holdout(select.model, cfg.eval_batch_size, inputs.device) if holdout else float("nan")
+            p.holdout.append(metric)
+            if holdout is None or improves(self.name, metric, p.best):
+                p.best, p.best_epoch, p.stale = metric, epoch, 0
+            else:
+                p.stale += 1
+            if not self.do_refit:  # the checkpoint will be one of these epochs' models: keep the candidates
+                if self.rule == SMOOTHING_RULE:
+                    snapshots[epoch] = weights(select.model)
+                elif p.best_epoch == epoch:
+                    snapshots = {epoch: weights(select.model)}
+            if p.stale > cfg.patience or epoch == cfg.epochs:
+                p.chosen = p.best_epoch if self.rule == BEST_RULE else smoothed_best_epoch(p.holdout)
+            self._save_state(select, snapshots, epoch)
+        if self.do_refit:
+            p.phase = "refit"
+        else:
+            select.load_weights(snapshots[p.chosen])
+            select.save(path, _meta(p, self.name, self.seed, cfg.objective, refit=False))
+
+    def refit(self, path: Path) -> None:
+        """A fresh model on every training day for the chosen number of epochs, saved to ``path``."""
+        p = self.p
+        seed_all(self.seed)  # initialised as any run with this seed initialises its model
+        final = TrainingPass(self.inputs, self.rows, self.seed)
+        p.n_refit = final.n_rows
+        self._resume(final, "refit")
+        while len(p.refit_loss) < p.chosen:
+            epoch = len(p.refit_loss) + 1
+            p.record(*final.run_epoch(f"refit epoch {epoch}/{p.chosen}"))
+            self._save_state(final, {}, epoch)
+        final.save(path, _meta(p, self.name, self.seed, self.inputs.train_config.objective, refit=True))
 
 
 def _fingerprint(model_config: ModelConfig, train_config: TrainConfig, rows: pd.DataFrame, seed: int) -> dict:
@@ -143,81 +238,15 @@ def train_model(
     days = epoch_days(rows["day"])
     hold = days == days.max()
     name = holdout_name(cfg.objective, rows[hold]) if not hold.all() else "none"
-    if (
-        name == "none"
-    ):  # one training day, or nothing to score on the last one: every day trains, `epochs` epochs
+    if name == "none":  # one training day, or nothing to score on the last one: every day trains
         hold[:] = False
-    refit = cfg.refit and name != "none"
-    rule = SMOOTHING_RULE if cfg.objective == "softmax" and name != "none" else BEST_RULE
-    p = _Progress(**state["progress"]) if state is not None else _Progress()
-
-    def save_state(phase: TrainingPass, snapshots: dict[int, dict], epoch: int) -> None:
-        payload = {
-            "fingerprint": fingerprint,
-            "progress": asdict(p),
-            "pass": phase.state(),
-            "rng": rng_state(),
-        }
-        save_train_state(state_path, {**payload, "snapshots": snapshots, "complete": False})
-        say(_epoch_line(p, name), enabled=bool(progress))
-        if on_epoch_end is not None:
-            on_epoch_end(p.phase, epoch)
-
+    run = _Training(inputs, rows, hold, name, seed, state_path, fingerprint, state, on_epoch_end)
     with deterministic(seed, device):
-        if p.phase == "select":
-            select = TrainingPass(inputs, rows[~hold], seed)
-            p.n_train = select.n_rows
-            holdout = (
-                make_holdout(name, select.features, rows[hold], history_df, users_df, catalog)
-                if hold.any()
-                else None
-            )
-            snapshots: dict[int, dict] = {}
-            if state is not None:
-                select.load(state["pass"])
-                snapshots = state["snapshots"]
-                set_rng_state(state["rng"])
-            while not p.chosen:
-                epoch = len(p.train_loss) + 1
-                p.record(*select.run_epoch(f"epoch {epoch}/{cfg.epochs}"))
-                p.holdout.append(
-                    holdout(select.model, cfg.eval_batch_size, device) if holdout else float("nan")
-                )
-                metric = p.holdout[-1]
-                if (
-                    name == "none"
-                    or p.best is None
-                    or (metric > p.best if higher_is_better(name) else metric < p.best)
-                ):
-                    p.best, p.best_epoch, p.stale = metric, epoch, 0
-                else:
-                    p.stale += 1
-                if not refit:  # the checkpoint will be one of these epochs' models: keep the candidates
-                    if rule == SMOOTHING_RULE:
-                        snapshots[epoch] = weights(select.model)
-                    elif p.best_epoch == epoch:
-                        snapshots = {epoch: weights(select.model)}
-                if p.stale > cfg.patience or epoch == cfg.epochs:
-                    p.chosen = p.best_epoch if rule == BEST_RULE else smoothed_best_epoch(p.holdout)
-                save_state(select, snapshots, epoch)
-            if refit:
-                p.phase = "refit"
-            else:
-                select.load_weights(snapshots[p.chosen])
-                select.save(path, _meta(p, name, seed, cfg.objective, refit=False))
-        if p.phase == "refit":
-            seed_all(seed)  # a fresh model, initialised as any run with this seed initialises it
-            final = TrainingPass(inputs, rows, seed)
-            p.n_refit = final.n_rows
-            if state is not None and state["progress"]["phase"] == "refit":
-                final.load(state["pass"])
-                set_rng_state(state["rng"])
-            while len(p.refit_loss) < p.chosen:
-                epoch = len(p.refit_loss) + 1
-                p.record(*final.run_epoch(f"refit epoch {epoch}/{p.chosen}"))
-                save_state(final, {}, epoch)
-            final.save(path, _meta(p, name, seed, cfg.objective, refit=True))
-
+        if run.p.phase == "select":
+            run.select(path)
+        if run.p.phase == "refit":
+            run.refit(path)
+    p = run.p
     result = TrainResult(
         model_path=path,
         best_epoch=p.chosen,
@@ -229,8 +258,8 @@ def train_model(
         n_train=p.n_train,
         n_holdout=int(hold.sum()),
         objective=cfg.objective,
-        selection_rule=rule,
-        refit=refit,
+        selection_rule=run.rule,
+        refit=run.do_refit,
         refit_loss=p.refit_loss,
         n_refit=p.n_refit,
     )
