@@ -206,3 +206,20 @@ def test_a_run_trains_the_softmax_objective_from_the_prepared_catalog(tmp_path):
     assert training["n_train"] == int(train["label"].sum()) and training["n_holdout"] == 0
     assert not training["refit"] and training["best_epoch"] == len(training["train_loss"]) == 2
     assert torch.load(run_dir / "experiment_1" / "train_state.pt", weights_only=True)["complete"]
+
+
+@pytest.mark.parametrize(
+    ("train", "key"),
+    [
+        ({"objective": "softmx"}, "train.objective"),
+        ({"negatives": -1}, "train.negatives"),
+        ({"refit": "maybe"}, "train.refit"),
+    ],
+)
+def test_train_keys_are_validated(tmp_path, train, key):
+    from tests.tinylog import tiny_config_dict
+    from twotower.config import ConfigError, parse_config
+
+    raw = tiny_config_dict(tmp_path / "events.parquet", tmp_path / "items.parquet", train=train)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse_config(raw)
