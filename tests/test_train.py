@@ -209,3 +209,15 @@ def test_refit_trains_on_every_day_for_the_chosen_number_of_epochs(data, tmp_pat
     assert result.n_train + result.n_holdout == len(newcomers["train"])
     assert bundle.meta["refit"] and bundle.meta["epoch"] == best
     assert bundle.meta["metric"] == pytest.approx(result.holdout_metric[best - 1])
+
+
+def test_bce_without_refit_reproduces_the_loop_before_refit(data, tmp_path):
+    """refit = false keeps the sheet's results: the curves below were recorded with the training loop as it
+    was before refit, the softmax objective and resuming existed (commit 378f89a). Dropout makes them
+    depend on every draw from torch's global generator, so an added or missing draw shows."""
+    cfg = small_config(user_features=ALL_USER, item_features=ALL_ITEM, dropout=0.2)
+    train_cfg = TrainConfig(batch_size=64, epochs=4, learning_rate=1e-2, patience=1, device="cpu", refit=False)
+    result = _train(data, tmp_path, cfg, train_cfg, seed=3)
+    assert result.best_epoch == 1
+    assert result.train_loss == pytest.approx([0.6624747514724731, 0.5432546138763428, 0.4604770541191101], rel=1e-5)
+    assert result.holdout_metric == pytest.approx([0.8240740740740741, 0.7901234567901234, 0.824074074074074], rel=1e-5)
