@@ -302,6 +302,17 @@ class TrackingConfig(Strict):
     experiment: str = Field("twotower", min_length=1, description="The MLflow experiment the runs go to.")
 
 
+class RetrievalConfig(Strict):
+    """Catalog retrieval in every run (docs/retrieval.md): the top 500 of the whole catalog per user."""
+
+    tail_plays: tuple[int, ...] = Field(
+        (3, 1),
+        description="Tail items: fewer training-window plays than each threshold (tail_recall@K[plays<t]).",
+    )
+    index: Literal["exact", "hnsw"] = Field("exact", description="FAISS index: exact inner product, or HNSW.")
+    inspect_users: int = Field(1000, ge=0, description="Users (drawn with the seed) whose top 100 go to inspect.parquet.")
+
+
 class ExperimentConfig(Strict):
     id: int
     event_type: str = "played (p90)"
@@ -336,6 +347,7 @@ class Config(Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
     experiments: Annotated[tuple[ExperimentConfig, ...], Field(min_length=1)]
 
     @field_validator("name")

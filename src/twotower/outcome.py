@@ -18,6 +18,7 @@ from twotower.runs import COMPLETED, read_status
 from twotower.train import TrainResult
 
 METRICS_FILE = "metrics.json"
+RETRIEVAL_FILE = "retrieval.json"  # written by twotower.retrieval.evaluate
 
 
 @dataclass
@@ -40,6 +41,11 @@ class ExperimentOutcome:
     def metrics(self) -> dict[str, dict]:
         """Scorer name -> the sheet's metrics and counts (``RankingMetrics.as_dict`` without left-out counts)."""
         return self.payload.get("metrics", {})
+
+    @property
+    def retrieval(self) -> dict | None:
+        """retrieval.json: catalog retrieval per scorer (None when not evaluated)."""
+        return self.payload.get("retrieval")
 
     @property
     def training(self) -> dict | None:
@@ -66,6 +72,11 @@ def training_json(training: TrainResult) -> dict:
         "examples_per_s": round(training.examples_per_s, 1),
         "n_train": training.n_train,
         "n_holdout": training.n_holdout,
+        "objective": training.objective,
+        "selection_rule": training.selection_rule,
+        "refit": training.refit,
+        "refit_loss": training.refit_loss,
+        "n_refit": training.n_refit,
     }
 
 
@@ -104,6 +115,8 @@ def read_outcome(experiment: ExperimentConfig, directory: Path) -> ExperimentOut
     status = read_status(directory)
     path = directory / METRICS_FILE
     payload = json.loads(path.read_text()) if path.exists() else {}
+    if (directory / RETRIEVAL_FILE).exists():
+        payload["retrieval"] = json.loads((directory / RETRIEVAL_FILE).read_text())
     if status.get("state") == COMPLETED:
         return ExperimentOutcome(experiment, "Completed", directory, payload)
     reason = status.get("reason") or f"not completed (state: {status.get('state')})"

@@ -35,6 +35,7 @@ from twotower.io import write_atomic, write_json, write_text
 from twotower.outcome import ExperimentOutcome, read_outcome, write_metrics_json
 from twotower.progress import say
 from twotower.report import write_report
+from twotower.retrieval.evaluate import evaluate_retrieval
 from twotower.reuse import cache_dir, content_key, link_files, prepare_key, publish
 from twotower.runs import (
     COMPLETED,
@@ -152,14 +153,18 @@ def read_training(directory: Path) -> TrainResult:
 def evaluate_stage(
     cfg: Config, exp: ExperimentConfig, directory: Path, data: PreparedTables, training: TrainResult, seconds: float
 ) -> dict:
-    """Score the evaluation set with the trained model, evaluate it beside the baselines, write
-    scores.parquet and metrics.json; returns the metrics.json payload."""
+    """Score the evaluation set with the trained model and evaluate it beside the baselines (played
+    re-ranking: scores.parquet, metrics.json), then retrieve from the whole catalog (retrieval.json and its
+    files); returns the metrics.json payload."""
     bundle = load_checkpoint(training.model_path)
     scores = score(bundle, data.eval, data.history, data.users)
     frame = data.eval.assign(score=scores)[["user_id", "item_id", "label", "score"]]
     write_atomic(directory / "scores.parquet", lambda tmp: frame.to_parquet(tmp))
     played = evaluate_played(data.eval, scores, data.popularity, cfg.seed, data.history)
     write_per_user(directory / "per_user.parquet", played_per_user(data.eval, scores, data.popularity, cfg.seed, played.metrics))
+    table_path = directory / "item_embeddings.parquet"
+    item_table = read_item_table_frame(table_path) if table_path.exists() else None
+    evaluate_retrieval(cfg, bundle, data, item_table, directory)
     content = directory / "item_embeddings.json"
     notes = {"funnel": data.funnel, "content": json.loads(content.read_text()) if content.exists() else {}}
     return write_metrics_json(directory, exp, seconds, played, training, notes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -59,4 +60,28 @@ def plot_training(outcomes: list[ExperimentOutcome], path: Path) -> None:
     hold_ax.set(title=f"held-out last training day: {name}", xlabel="epoch")
     loss_ax.legend()
     hold_ax.legend()
+    _save(fig, path)
+
+
+def plot_recommended_popularity(
+    lists: dict[str, np.ndarray], catalog_ids: np.ndarray, plays: np.ndarray, path: Path
+) -> None:
+    """Cumulative share of recommendations (every slot of every top list) and of catalog items by the
+    item's training-window plays: a list that hugs the right edge recommends only the most played items."""
+    order = np.argsort(catalog_ids)
+    ids_sorted, plays_sorted = catalog_ids[order], plays[order]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    grid = np.unique(np.concatenate([[0.0], plays]))
+    ax.step(grid, np.searchsorted(np.sort(plays), grid, side="right") / max(len(plays), 1), where="post",
+            label=f"catalog ({len(plays):,} items)", color="black", linewidth=2)
+    for name, top in lists.items():
+        listed = top[top >= 0]
+        pos = np.searchsorted(ids_sorted, listed).clip(0, max(len(ids_sorted) - 1, 0))
+        listed_plays = np.sort(plays_sorted[pos])
+        distinct = len(np.unique(listed))
+        ax.step(grid, np.searchsorted(listed_plays, grid, side="right") / max(len(listed_plays), 1), where="post",
+                label=f"{name} top 100 ({distinct:,} distinct items)")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set(xlabel="training-window plays of the item", ylabel="cumulative share", title="popularity of recommended items vs the catalog")
+    ax.legend(fontsize=8)
     _save(fig, path)

@@ -14,6 +14,7 @@ from twotower.evaluate.tables import experiment_rows, results_table
 from twotower.io import write_json, write_text
 from twotower.outcome import ExperimentOutcome
 from twotower.plots import plot_metrics, plot_training
+from twotower.retrieval.tables import retrieval_table, warm_cold_table
 
 
 def train_days_label(outcome: ExperimentOutcome) -> str:
@@ -58,8 +59,10 @@ def notes_lines(cfg: Config, outcomes: list[ExperimentOutcome]) -> list[str]:
             f"Experiment {o.experiment.id}: evaluated {model['n_users']:,} users and {model['n_rows']:,} rows "
             f"(left out when the set was built: {left_out}); "
             f"{(unseen or 0):.1%} of rows have items unseen in training; "
-            f"trained on {t['n_train']:,} examples ({t['examples_per_s']:,.0f} examples/s), best epoch {t['best_epoch']} "
-            f"by held-out {t['holdout_metric_name']} on {t['holdout_day']}; {o.seconds:.0f} s."
+            f"{t.get('objective', 'bce')} objective; {t['best_epoch']} epoch(s) chosen by held-out {t['holdout_metric_name']} "
+            f"on {t['holdout_day']} ({t['n_train']:,} rows before it)"
+            + (f", then refit on every training day ({t['n_refit']:,} rows)" if t.get("refit") else "")
+            + f"; {t['examples_per_s']:,.0f} examples/s; {o.seconds:.0f} s."
         )
     return lines
 
@@ -79,6 +82,28 @@ def slices_section(outcomes: list[ExperimentOutcome]) -> list[str]:
     ]
 
 
+def retrieval_section(outcomes: list[ExperimentOutcome]) -> list[str]:
+    payloads = {o.experiment.id: o.retrieval for o in outcomes if o.completed and o.retrieval}
+    if not payloads:
+        return []
+    counts = "; ".join(
+        f"experiment {e}: {p['counts']['users evaluated']:,} users, {p['counts']['targets']:,} targets, "
+        f"{p['counts']['catalog items']:,} catalog items ({p['counts']['targets removed as already seen']:,} "
+        f"targets removed as seen, {p['counts']['targets outside the catalog (unreachable)']:,} unreachable)"
+        for e, p in payloads.items()
+    )
+    return [
+        "## Catalog retrieval (top 500 of the whole catalog, seen items excluded; docs/retrieval.md)",
+        "",
+        f"Users with a completed play on the validation day; {counts}.",
+        "",
+        retrieval_table(payloads),
+        "Recall@100 on warm users (played before the day) and cold users (no earlier play):",
+        "",
+        warm_cold_table(payloads),
+    ]
+
+
 def write_report(cfg: Config, outcomes: list[ExperimentOutcome], run_dir: Path) -> str:
     """Write tables.md, summary.json and the plots into ``run_dir``; return the Markdown."""
     rows = results_rows(outcomes)
@@ -95,13 +120,20 @@ def write_report(cfg: Config, outcomes: list[ExperimentOutcome], run_dir: Path) 
             *[f"- {line}" for line in notes_lines(cfg, outcomes)],
             "",
             *slices_section(outcomes),
+            *retrieval_section(outcomes),
         ]
     )
     write_text(run_dir / "tables.md", text)
     summary = {
         "config": cfg.name,
         "experiments": [
-            {"id": o.experiment.id, "status": o.status, "seconds": round(o.seconds, 2), "metrics": o.metrics}
+            {
+                "id": o.experiment.id,
+                "status": o.status,
+                "seconds": round(o.seconds, 2),
+                "metrics": o.metrics,
+                "retrieval": {s: parts["all"] for s, parts in o.retrieval["scorers"].items()} if o.retrieval else None,
+            }
             for o in outcomes
         ],
     }
