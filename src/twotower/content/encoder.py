@@ -51,20 +51,40 @@ class Encoder:
         raise NotImplementedError
 
 
-def text_of(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str]:
-    """Per item, the non-empty values of ``fields`` joined by a newline ('' when all are missing).
+# Control characters (Unicode category Cc: C0 U+0000-U+001F, DEL U+007F, C1 U+0080-U+009F). A NUL ends the
+# text for some tokenizers (e5 embedded every caption with a NUL as its prefix), and none of them carries
+# meaning in a caption: tab, line feed, vertical tab, form feed and carriage return become a space, every
+# other control character is removed.
+_SPACE_CONTROLS = r"[\t\n\x0b\x0c\r]"
+_OTHER_CONTROLS = r"[\x00-\x08\x0e-\x1f\x7f-\x9f]"
 
-    ``manual_cover_text`` (KuaiRec's name) is read from the canonical ``cover_text`` column when the table
-    has no column of that name. Missing columns are treated as empty.
-    """
-    parts: list[pd.Series] = []
+
+def clean_text(values: pd.Series) -> pd.Series:
+    """Strings with control characters replaced (see ``_SPACE_CONTROLS``) or removed, then stripped;
+    missing values become ''."""
+    text = values.astype("string").fillna("")
+    text = text.str.replace(_SPACE_CONTROLS, " ", regex=True).str.replace(_OTHER_CONTROLS, "", regex=True)
+    return text.str.strip()
+
+
+def text_columns(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str]:
+    """The columns of ``items`` that ``fields`` name (``manual_cover_text`` falls back to ``cover_text``)."""
+    columns = []
     for field in fields:
         column = field if field in items.columns else {"manual_cover_text": "cover_text"}.get(field, field)
         if column in items.columns:
-            parts.append(items[column].astype("string").fillna("").str.strip())
+            columns.append(column)
+    return columns
+
+
+def text_of(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str]:
+    """Per item, the non-empty cleaned values of ``fields`` joined by a newline ('' when all are missing).
+
+    Each value is cleaned by :func:`clean_text` (control characters replaced or removed, stripped).
+    ``manual_cover_text`` (KuaiRec's name) is read from the canonical ``cover_text`` column when the table
+    has no column of that name. Missing columns are treated as empty.
+    """
+    parts = [clean_text(items[column]) for column in text_columns(items, fields)]
     if not parts:
         return [""] * len(items)
-    texts = []
-    for values in zip(*(p.tolist() for p in parts), strict=True):
-        texts.append("\n".join(v for v in values if v))
-    return texts
+    return ["\n".join(v for v in values if v) for values in zip(*(p.tolist() for p in parts), strict=True)]
