@@ -47,6 +47,8 @@ def write_tiny_blip(directory: Path) -> Path:
             "num_attention_heads": 4,
             "image_size": 32,
             "patch_size": 8,
+            # BLIP's default (1e-10) leaves a random vision model blind: every image would embed the same
+            "initializer_range": 0.02,
         },
         image_text_hidden_size=PROJ,
     )
@@ -178,3 +180,40 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     enc = BlipEncoder(BlipConfig(checkpoint=tmp_path / "nope"))
     with pytest.raises(ValueError, match="no config.json"):
         enc.load()
+
+
+def test_changed_media_file_is_a_cache_miss(media: dict, tmp_path: Path) -> None:
+    import shutil
+
+    from PIL import Image
+
+    media_dir = tmp_path / "media"
+    shutil.copytree(media["media_dir"], media_dir)
+    items = media["items"]
+
+    def run(combine: str = "concat"):
+        enc = BlipEncoder(BlipConfig(checkpoint=media["checkpoint"], media_dir=media_dir, image_size=32, combine=combine))
+        return encode_with_cache(enc, items, tmp_path / "cache", progress=False)
+
+    first, stats = run()
+    assert (stats["hits"], stats["misses"]) == (0, 4)
+    # item 2's cover (flat grey) is replaced by noise: item 2 is a miss, the others hit
+    noise = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(media_dir / "2.jpg")
+    second, stats = run()
+    assert (stats["hits"], stats["misses"]) == (3, 1)
+    np.testing.assert_array_equal(second.vectors[[0, 2, 3]], first.vectors[[0, 2, 3]])
+    assert np.abs(second.vectors[1, :PROJ] - first.vectors[1, :PROJ]).max() > 1e-4  # the image part moved
+    np.testing.assert_allclose(second.vectors[1, PROJ:], first.vectors[1, PROJ:], atol=1e-6)  # text did not
+    direct = BlipEncoder(BlipConfig(checkpoint=media["checkpoint"], media_dir=media_dir, image_size=32))
+    np.testing.assert_allclose(second.vectors[1], direct.encode(items.iloc[[1]], progress=False).vectors[0], atol=1e-5)
+    # a new file for item 3 (which had none) is a miss; 'text' ignores media and hits across the change
+    Image.fromarray(np.full((40, 60, 3), 90, dtype=np.uint8)).save(media_dir / "3.png")
+    _, stats = run()
+    assert (stats["hits"], stats["misses"]) == (3, 1)
+    _, stats = run("text")
+    assert stats["misses"] == 4
+    Image.fromarray(np.full((40, 60, 3), 30, dtype=np.uint8)).save(media_dir / "4.png")
+    _, stats = run("text")
+    assert (stats["hits"], stats["misses"]) == (4, 0)
+

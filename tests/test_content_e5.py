@@ -64,6 +64,18 @@ def test_text_after_a_nul_counts_and_control_characters_are_cleaned() -> None:
     np.testing.assert_allclose(out[2], out[3], atol=1e-6)  # equal up to control characters: equal vectors
 
 
+def test_changed_caption_is_a_cache_miss(tmp_path: Path) -> None:
+    items = chinese_items().iloc[:3]
+    first, _ = encode_with_cache(E5Encoder(E5Config()), items, tmp_path, progress=False)
+    changed = items.assign(caption=["可爱的小猫在睡觉", "篮球比赛", "足球比赛精彩进球"])
+    out, stats = encode_with_cache(E5Encoder(E5Config()), changed, tmp_path, progress=False)
+    assert (stats["hits"], stats["misses"]) == (2, 1)
+    fresh = E5Encoder(E5Config()).encode(changed.iloc[[1]], progress=False).vectors[0]
+    np.testing.assert_allclose(out.vectors[1], fresh, atol=1e-5)
+    assert np.abs(out.vectors[1] - first.vectors[1]).max() > 0.01
+    np.testing.assert_array_equal(out.vectors[[0, 2]], first.vectors[[0, 2]])
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_kuairec_neighbours_share_category() -> None:

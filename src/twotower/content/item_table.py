@@ -3,7 +3,6 @@ write/read the table (``item_id`` + a ``pca_components``-d vector per item) as P
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from twotower.content.cache import encode_with_cache
 from twotower.content.metadata import METADATA_NOTE
 from twotower.content.pca import ContentPCA
 from twotower.content.registry import make_encoder
+from twotower.io import write_atomic, write_json
 
 
 def build_item_table(
@@ -62,6 +62,7 @@ def build_item_table(
         "cache_hits": cache_stats["hits"],
         "cache_misses": cache_stats["misses"],
         "cache_dir": cache_stats["cache_dir"],
+        "cache_corrupt_shards": cache_stats["corrupt_shards"],
         "encode_seconds": round(encode_seconds, 3),
     }
     if content.encoder == "metadata":
@@ -77,8 +78,7 @@ def write_item_table(table: pd.DataFrame, path: Path) -> None:
     dim = vectors.shape[1]
     column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim)
     arrow = pa.table({"item_id": pa.array(table["item_id"].to_numpy(dtype=np.int64)), "vector": column})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(arrow, path)
+    write_atomic(path, lambda tmp: pq.write_table(arrow, tmp))
 
 
 def read_item_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +105,7 @@ def embed_prepared(config: Config, prepared_dir: Path, out_dir: Path, experiment
         report["experiment"] = experiment_id
     write_item_table(table, Path(out_dir) / "item_embeddings.parquet")
     report["path"] = str(Path(out_dir) / "item_embeddings.parquet")
-    (Path(out_dir) / "item_embeddings.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(Path(out_dir) / "item_embeddings.json", report)
     return report
 
 

@@ -14,7 +14,9 @@ Blocks of columns (the vocabulary is learnt by :meth:`MetadataEncoder.fit` on th
   ``duration_bins`` log-spaced bins from 1 s to 20 min, ``duration=<missing>``;
 - ``log_aspect``: log(width / height), ``orientation=portrait|square|landscape``, ``aspect=<missing>``.
 
-With the defaults the KuaiRand-Pure vector has about 170 columns (more than the 128 PCA components).
+With the defaults the KuaiRand-Pure vector has about 170 columns (more than the 128 PCA components). The
+cache digest of an item is the cleaned values above (tags, categories, ids, log duration, log aspect); the
+fitted vocabulary and statistics are part of :meth:`MetadataEncoder.cache_key`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from twotower.config import MetadataEncoderConfig
-from twotower.content.encoder import Encoder, ItemVectors
+from twotower.content.encoder import Encoder, ItemVectors, digests
 
 CATEGORICAL = ("video_type", "upload_type", "music_type")
 IDS = ("creator_id", "music_id")
@@ -125,6 +127,13 @@ class MetadataEncoder(Encoder):
         cols += [f"duration={MISSING}", "log_aspect"]
         cols += [f"orientation={o}" for o in ("portrait", "square", "landscape")] + [f"aspect={MISSING}"]
         return cols
+
+    def input_digests(self, items: pd.DataFrame) -> np.ndarray:
+        """Per item the cleaned values that :meth:`encode` reads, as JSON, digested."""
+        columns: list[list] = [[",".join(tags) for tags in _tags(_column(items, "tags"))]]
+        columns += [_as_str(_column(items, name)).tolist() for name in (*CATEGORICAL, *IDS)]
+        columns += [[v.hex() for v in self._log_seconds(items)], [v.hex() for v in self._log_aspect(items)]]
+        return digests(json.dumps(row) for row in zip(*columns, strict=True))
 
     def cache_key(self) -> str:
         state = {

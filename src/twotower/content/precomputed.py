@@ -8,7 +8,8 @@ Accepted files:
 Checks, each a ``ValueError`` that names the file: missing columns or arrays, vectors of different lengths,
 a length other than the configured ``dim``, NaN or infinite values, duplicate item ids, and no vector at all
 for the items asked for. Items without a vector get a zero row and ``has_content = False``; their number
-and a few of their ids are in :attr:`PrecomputedEncoder.last_missing` and the pipeline's report.
+and a few of their ids are in :attr:`PrecomputedEncoder.last_missing` and the pipeline's report. The vectors
+are read from the file on every run (they are not cached: they already are on disk).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from twotower.config import PrecomputedConfig
-from twotower.content.encoder import Encoder, ItemVectors
+from twotower.content.encoder import Encoder, ItemVectors, digests
 
 
 def read_vectors(path: Path, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -86,6 +87,12 @@ class PrecomputedEncoder(Encoder):
         if self._data is None:
             self._data = read_vectors(self.config.path, self.config.dim)
         return self._data
+
+    def input_digests(self, items: pd.DataFrame) -> np.ndarray:
+        """Per item the digest of its vector's float32 bytes (of b'' when it has none)."""
+        ids, vectors = self._vectors()
+        positions = pd.Index(ids).get_indexer(items["item_id"].to_numpy(dtype=np.int64))
+        return digests(vectors[p].tobytes() if p >= 0 else b"" for p in positions)
 
     def encode(self, items: pd.DataFrame, progress: bool = True) -> ItemVectors:
         ids, vectors = self._vectors()
