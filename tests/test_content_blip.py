@@ -217,3 +217,23 @@ def test_changed_media_file_is_a_cache_miss(media: dict, tmp_path: Path) -> None
     _, stats = run("text")
     assert (stats["hits"], stats["misses"]) == (4, 0)
 
+
+def test_output_dim_and_pca_check_before_encoding(media: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from twotower.config import ConfigError, parse_config
+    from twotower.content.item_table import build_item_table
+
+    assert encoder(media, "concat").output_dim() == 2 * PROJ and encoder(media, "sum").output_dim() == PROJ
+    monkeypatch.setattr(BlipEncoder, "encode", lambda self, items, progress=True: pytest.fail("encoded"))
+    raw = {
+        "name": "t",
+        "data": {"path": str(tmp_path)},
+        "experiments": [{"id": 1, "train_start": "2022-04-25", "train_end": "2022-05-01", "val_date": "2022-05-02"}],
+        "content": {
+            "encoder": "blip",
+            "pca_components": 2 * PROJ + 1,
+            "cache_dir": str(tmp_path / "cache"),
+            "blip": {"checkpoint": str(media["checkpoint"]), "media_dir": str(media["media_dir"])},
+        },
+    }
+    with pytest.raises(ConfigError, match=f"larger than the blip encoder's output dimension {2 * PROJ}"):
+        build_item_table(parse_config(raw), media["items"], np.array([1, 2, 3, 4]), progress=False)

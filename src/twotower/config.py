@@ -216,6 +216,12 @@ class ContentConfig(Strict):
             raise ValueError("encoder 'blip' needs a [content.blip] section with its checkpoint")
         if self.encoder == "precomputed" and self.precomputed is None:
             raise ValueError("encoder 'precomputed' needs a [content.precomputed] section with its path")
+        dim = self.precomputed.dim if self.encoder == "precomputed" and self.precomputed else None
+        if dim is not None and self.pca_components > dim:
+            raise ValueError(
+                f"pca_components = {self.pca_components} is larger than precomputed.dim = {dim}: PCA cannot give "
+                f"more components than the vectors have; set content.pca_components to at most {dim}"
+            )
         return self
 
 

@@ -24,7 +24,12 @@ import pandas as pd
 
 from twotower.checkpoint import load_checkpoint
 from twotower.config import Config, ExperimentConfig, load_config, write_resolved_config
-from twotower.content.item_table import build_item_table, read_item_table_frame, write_item_table
+from twotower.content.item_table import (
+    build_item_table,
+    check_content,
+    read_item_table_frame,
+    write_item_table,
+)
 from twotower.data.ingest import check_data_path
 from twotower.data.prepare import prepare_experiment
 from twotower.data.prepared import PreparedTables, is_complete
@@ -212,6 +217,7 @@ def run(cfg: Config, out_root: Path = Path("runs"), progress: bool = True, reuse
     """Run every experiment of ``cfg`` in a fresh run directory; write and print the sheet's tables.
     Returns the run directory (its ``status.json`` says whether every experiment completed)."""
     check_data_path(cfg.data)
+    check_content(cfg.content)  # before any experiment: pca_components vs the encoder, its files
     run_dir = new_run_dir(out_root, cfg.name)
     write_resolved_config(cfg, run_dir / CONFIG_FILE)
     run_experiments(cfg, run_dir, progress=progress, reuse=reuse)

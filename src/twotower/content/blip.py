@@ -33,8 +33,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from twotower.config import BlipConfig
-from twotower.content.encoder import Encoder, ItemVectors, digests, text_of
+from twotower.config import BlipConfig, ConfigError
+from twotower.content.encoder import Encoder, ItemVectors, digests, require_text, text_of
+from twotower.data.validate import DataError
 
 VIDEO_SUFFIXES = (".mp4",)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -148,6 +149,19 @@ class BlipEncoder(Encoder):
     def dim(self) -> int:
         return self.projection_dim * (2 if self.config.combine == "concat" else 1)
 
+    def output_dim(self) -> int:
+        """From the checkpoint's config (``image_text_hidden_size``), without loading the weights."""
+        from transformers import BlipConfig as HfBlipConfig
+
+        checkpoint = Path(self.config.checkpoint)
+        if not (checkpoint / "config.json").is_file():
+            raise ConfigError(f"BLIP checkpoint directory {checkpoint} has no config.json (content.blip.checkpoint)")
+        try:
+            p = int(HfBlipConfig.from_pretrained(checkpoint, local_files_only=True).image_text_hidden_size)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{checkpoint / 'config.json'} is not a BLIP config (content.blip.checkpoint): {exc}") from None
+        return p * (2 if self.config.combine == "concat" else 1)
+
     def _media(self, item_id: int) -> list[Path]:
         """The item's files that ``combine`` uses: its video and its cover (either may be absent)."""
         if self.config.combine == "text" or self.config.media_dir is None:
@@ -155,6 +169,31 @@ class BlipEncoder(Encoder):
         media_dir = Path(self.config.media_dir)
         found = (_find(media_dir, item_id, VIDEO_SUFFIXES), _find(media_dir, item_id, IMAGE_SUFFIXES))
         return [path for path in found if path is not None]
+
+    def check_inputs(self, items: pd.DataFrame) -> None:
+        """A :class:`DataError` when no item has what ``combine`` uses (text, or a media file)."""
+        combine, media_dir = self.config.combine, self.config.media_dir
+        ids = items["item_id"].to_numpy(dtype=np.int64)
+        problems = []
+        if combine != "text":
+            if media_dir is None:
+                problems.append("content.blip.media_dir is not set")
+            elif not Path(media_dir).is_dir():
+                problems.append(f"content.blip.media_dir {media_dir} is not a directory")
+            elif len(ids) and not any(self._media(int(i)) for i in ids):
+                problems.append(
+                    f"content.blip.media_dir {media_dir} has no <item_id>.mp4 / .jpg / .jpeg / .png file for "
+                    f"any of the {len(ids)} items (e.g. {ids[0]}.mp4)"
+                )
+            else:
+                return
+        if combine != "image":
+            try:
+                require_text(items, TEXT_FIELDS, self.name)
+                return
+            except DataError as exc:
+                problems.append(str(exc))
+        raise DataError(f"no item has content for the blip encoder (combine = {combine!r}): " + "; and ".join(problems))
 
     def input_digests(self, items: pd.DataFrame) -> np.ndarray:
         texts = text_of(items, TEXT_FIELDS) if self.config.combine != "image" else [""] * len(items)

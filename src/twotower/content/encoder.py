@@ -3,7 +3,9 @@
 An encoder turns the canonical items table (``twotower.data.schema``: one row per item) into a float32
 matrix with one row per item, in the table's order. Encoders that learn something from the items (the
 ``metadata`` vocabulary) do it in :meth:`Encoder.fit`, which the pipeline calls with the training window's
-items only.
+items only. Before anything is encoded, :meth:`Encoder.output_dim` (the vector length, where it is known
+without encoding) and :meth:`Encoder.check_inputs` (does any item have what the encoder reads?) let the
+caller fail early with the real cause.
 
 The on-disk cache (``content/cache.py``) needs two things: ``cache_key`` names the encoder's version
 (checkpoint, settings, fitted state; ``None`` means the vectors are cheap or already on disk and are not
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from twotower.data.validate import DataError
 
 # Digest of one item's encoder inputs: 16 bytes of BLAKE2b (a chance collision among 10^9 entries is
 # about 10^-21), stored as NumPy bytes ``S16`` so that cache shards load without pickle.
@@ -45,14 +49,22 @@ class ItemVectors:
 
 
 class Encoder:
-    """Base class: ``fit`` (optional), ``cache_key``, ``input_digests``, ``encode``; ``name`` identifies it
-    in the cache and in messages."""
+    """Base class: ``fit`` (optional), ``output_dim``, ``check_inputs``, ``cache_key``, ``input_digests``,
+    ``encode``; ``name`` identifies it in the cache and in messages."""
 
     name: str = "encoder"
 
     def fit(self, items: pd.DataFrame) -> Encoder:
         """Learn from the training window's items (default: nothing to learn)."""
         return self
+
+    def output_dim(self) -> int | None:
+        """The vector length, where it is known without encoding (after ``fit``); None when it is not."""
+        return None
+
+    def check_inputs(self, items: pd.DataFrame) -> None:
+        """Raise :class:`~twotower.data.validate.DataError` when no item of ``items`` has anything this
+        encoder reads, naming what is missing and the config key or file that provides it."""
 
     def cache_key(self) -> str | None:
         """A string that changes whenever the encoder would map the same inputs to another vector
@@ -118,3 +130,23 @@ def text_of(items: pd.DataFrame, fields: tuple[str, ...]) -> list[str]:
     if not parts:
         return [""] * len(items)
     return ["\n".join(v for v in values if v) for values in zip(*(p.tolist() for p in parts), strict=True)]
+
+
+def require_text(items: pd.DataFrame, fields: tuple[str, ...], encoder: str, key: str | None = None) -> list[str]:
+    """The texts of :func:`text_of`; a :class:`DataError` when the items table has none of ``fields`` or
+    every text is empty (``key``, if any, names the config key that lists the fields)."""
+    wanted = ", ".join(fields) + (f" ({key})" if key else "")
+    if not text_columns(items, fields):
+        raise DataError(
+            f"the {encoder} encoder reads item text from the column(s) {wanted}, but the items table "
+            f"has none of them (it has {', '.join(map(str, items.columns))}): set data.items_path to an items "
+            f"table with them, or choose another content.encoder"
+        )
+    texts = text_of(items, fields)
+    if len(texts) and not any(texts):
+        raise DataError(
+            f"the {encoder} encoder reads item text from the column(s) {wanted}, but they are empty "
+            f"for all {len(texts)} items: fill them in the items table (data.items_path), or choose another "
+            f"content.encoder"
+        )
+    return texts

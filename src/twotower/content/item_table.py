@@ -1,5 +1,9 @@
 """The content table: encode every item (with the cache), fit PCA on the training window's items, and
-write/read the table (``item_id`` + a ``pca_components``-d vector per item) as Parquet."""
+write/read the table (``item_id`` + a ``pca_components``-d vector per item) as Parquet.
+
+Everything that can be checked before encoding is: ``content.pca_components`` against the encoder's
+output dimension (:func:`check_content`, also usable before ``prepare``), and whether the items carry
+anything the encoder reads (:meth:`Encoder.check_inputs`)."""
 
 from __future__ import annotations
 
@@ -11,12 +15,32 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from twotower.config import Config
+from twotower.config import Config, ConfigError, ContentConfig
 from twotower.content.cache import encode_with_cache
+from twotower.content.encoder import Encoder
 from twotower.content.metadata import METADATA_NOTE
 from twotower.content.pca import ContentPCA
 from twotower.content.registry import make_encoder
+from twotower.data.validate import DataError
 from twotower.io import write_atomic, write_json
+
+
+def check_pca_dim(encoder: Encoder, pca_components: int) -> None:
+    """A :class:`ConfigError` when ``pca_components`` exceeds the encoder's output dimension (where it is
+    known without encoding; for ``metadata`` after ``fit``)."""
+    dim = encoder.output_dim()
+    if dim is not None and pca_components > dim:
+        raise ConfigError(
+            f"content.pca_components = {pca_components} is larger than the {encoder.name} encoder's output "
+            f"dimension {dim}: PCA cannot give more components than the vectors have; set "
+            f"content.pca_components to at most {dim}"
+        )
+
+
+def check_content(content: ContentConfig) -> None:
+    """Checks that need no data (run them before ``prepare``): the encoder's files exist and
+    ``pca_components`` fits its output dimension (not known for ``metadata`` before its vocabulary)."""
+    check_pca_dim(make_encoder(content), content.pca_components)
 
 
 def build_item_table(
@@ -38,10 +62,18 @@ def build_item_table(
     started = time.perf_counter()
     encoder = make_encoder(content)
     encoder.fit(items.iloc[np.flatnonzero(is_train)])
+    check_pca_dim(encoder, content.pca_components)
+    encoder.check_inputs(items)
     encoded, cache_stats = encode_with_cache(encoder, items, content.cache_dir, progress=progress)
     encode_seconds = time.perf_counter() - started
 
     fit_rows = is_train & encoded.has_content
+    if not fit_rows.any():
+        raise DataError(
+            f"none of the {int(is_train.sum())} training-window items has content for the {content.encoder} "
+            f"encoder ({int(encoded.has_content.sum())} of all {len(items)} items have some): PCA needs "
+            f"training-window items with content; check the items table (data.items_path) and [content]"
+        )
     pca = ContentPCA(content.pca_components, seed=config.seed).fit(encoded.vectors[fit_rows])
     reduced = pca.transform(encoded.vectors, encoded.has_content)
 

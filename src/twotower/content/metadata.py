@@ -29,9 +29,12 @@ import pandas as pd
 
 from twotower.config import MetadataEncoderConfig
 from twotower.content.encoder import Encoder, ItemVectors, digests
+from twotower.data.validate import DataError
 
 CATEGORICAL = ("video_type", "upload_type", "music_type")
 IDS = ("creator_id", "music_id")
+# every column the encoder reads
+INPUTS = ("tags", *CATEGORICAL, *IDS, "duration_ms", "width", "height")
 OTHER, MISSING = "<other>", "<missing>"
 # Every result computed from these vectors says so (the content report and the run's tables carry it).
 METADATA_NOTE = (
@@ -127,6 +130,18 @@ class MetadataEncoder(Encoder):
         cols += [f"duration={MISSING}", "log_aspect"]
         cols += [f"orientation={o}" for o in ("portrait", "square", "landscape")] + [f"aspect={MISSING}"]
         return cols
+
+    def output_dim(self) -> int | None:
+        """The number of columns, known after :meth:`fit`."""
+        return None if self.vocab_ is None else len(self.columns)
+
+    def check_inputs(self, items: pd.DataFrame) -> None:
+        if not any(name in items.columns for name in INPUTS):
+            raise DataError(
+                f"the metadata encoder reads the items table's columns {', '.join(INPUTS)}, but it has none of "
+                f"them (it has {', '.join(map(str, items.columns))}): set data.items_path to an items table "
+                f"with them, or choose another content.encoder"
+            )
 
     def input_digests(self, items: pd.DataFrame) -> np.ndarray:
         """Per item the cleaned values that :meth:`encode` reads, as JSON, digested."""
