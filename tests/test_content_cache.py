@@ -191,3 +191,8 @@ def test_precomputed_digest_is_the_items_vector(tmp_path: Path) -> None:
     want = digests([np.float32([3, 4]).tobytes(), np.float32([1, 2]).tobytes(), b""])
     assert got.tolist() == want.tolist()
     assert encoder.cache_key() is None  # the vectors are on disk already: not cached
+
+
+def test_no_items(tmp_path: Path) -> None:
+    vectors, stats, encoded = run(items([]), tmp_path)
+    assert vectors.shape == (0, 3) and (stats["hits"], stats["misses"]) == (0, 0) and not shard_files(tmp_path)

@@ -184,7 +184,7 @@ def encode_with_cache(
     encoded and ``cache_dir`` is None.
     """
     key = encoder.cache_key()
-    if cache_root is None or key is None:
+    if cache_root is None or key is None or len(items) == 0:
         encoded = encoder.encode(items, progress=progress)
         return encoded, {"hits": 0, "misses": len(items), "cache_dir": None, "corrupt_shards": []}
     digests = encoder.input_digests(items)
