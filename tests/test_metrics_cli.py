@@ -76,6 +76,8 @@ def test_cli_without_json(scores_path):
         (lambda f: f.assign(score=[0.1, np.nan] + [0.2] * 7), "column 'score' must be finite"),
         (lambda f: f.assign(score=[0.1, np.inf] + [0.2] * 7), "column 'score' must be finite"),
         (lambda f: f.assign(user_id=[None, 1, 1, 1, 1, 1, 2, 2, 3]), "column 'user_id' has 1 missing"),
+        # user 1 twice with item 13 (and user 2 twice with item 1): would count twice in recall and avg_prec
+        (lambda f: f.assign(item_id=[13, 13, 15, 10, 14, 12, 1, 1, 3]), "2 (user_id, item_id) pair(s) appear on more than one row, e.g. (1, 13), (2, 1)"),
     ],
 )
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])

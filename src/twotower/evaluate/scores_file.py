@@ -1,7 +1,8 @@
 """Any model's scores file for the played re-ranking metrics (``twotower metrics``).
 
 The file (Parquet, or CSV) holds one row per (user, item) of the played re-ranking set with columns
-``user_id``, ``item_id``, ``label`` (0/1) and ``score`` (finite). Other columns are ignored. ``read_scores``
+``user_id``, ``item_id``, ``label`` (0/1) and ``score`` (finite), one row per (user, item). Other columns are
+ignored. ``read_scores``
 validates it; ``scores_metrics`` computes the sheet's metrics.
 """
 
@@ -50,7 +51,21 @@ def read_scores(path: Path) -> pd.DataFrame:
             raise ValueError(f"{path}: column {column!r} has {nulls} missing value(s)")
     _check_labels(path, frame["label"])
     _check_scores(path, frame["score"])
+    _check_unique(path, frame)
     return frame
+
+
+def _check_unique(path: Path, frame: pd.DataFrame) -> None:
+    """One row per (user, item), as in the evaluation set: a repeated pair would count twice in recall and
+    avg_prec, so it is an error that names the pairs (aggregate them first, e.g. label = any positive)."""
+    repeated = frame.duplicated(["user_id", "item_id"], keep=False)
+    if repeated.any():
+        pairs = frame.loc[repeated, ["user_id", "item_id"]].drop_duplicates()
+        shown = ", ".join(f"({u}, {i})" for u, i in pairs.head(5).itertuples(index=False))
+        raise ValueError(
+            f"{path}: {len(pairs):,} (user_id, item_id) pair(s) appear on more than one row, e.g. {shown}; "
+            "the metrics need one row per user and item (aggregate them, e.g. label = 1 if any play was positive)"
+        )
 
 
 def _first_bad(series: pd.Series, bad: np.ndarray) -> str:
