@@ -108,3 +108,25 @@ def test_timestamps_keep_their_milliseconds(tmp_path, kind):
     # 15:59:59.600 UTC is 23:59:59.6 on May 1st in Shanghai; 16:00:00.400 UTC is already May 2nd
     days = dict(zip(out.ts_ms, out.day_n, strict=True))
     assert days[1651420799600] + 1 == days[1651420800400]
+
+
+def test_user_categorical_columns_become_codes(tmp_path):
+    """data.user_categorical_columns: those columns are read as codes (cat_*), the others as numbers."""
+    import pandas as pd
+
+    from tests.tinylog import tiny_config_dict, write_tiny_log
+    from twotower.config import parse_config
+    from twotower.data.ingest import read_source
+
+    events, items = write_tiny_log(tmp_path / "data")
+    users = tmp_path / "data" / "users.csv"
+    pd.DataFrame({"user_id": [1, 2], "segment": [3, -124], "followers": [10, 2000]}).to_csv(users, index=False)
+    raw = tiny_config_dict(events, items)
+    raw["data"] |= {"users_path": str(users), "user_categorical_columns": ["segment"]}
+    source = read_source(connect(), parse_config(raw).data)
+    table = source.users.to_pandas().sort_values("user_id")
+    assert list(table.columns) == ["user_id", "static_followers", "cat_segment"]
+    assert table["cat_segment"].tolist() == ["3", "-124"] and table["static_followers"].tolist() == [10.0, 2000.0]
+    raw["data"]["user_categorical_columns"] = ["segmnt"]
+    with pytest.raises(DataError, match="user_categorical_columns names column\\(s\\) segmnt"):
+        read_source(connect(), parse_config(raw).data)

@@ -242,3 +242,22 @@ def test_sample_weights_scale_the_loss(data):
     only_first = bce_loss(model, batch)
     first = torch.nn.functional.binary_cross_entropy_with_logits(model(batch)[:1], batch["label"][:1])
     assert torch.isclose(only_first, first) and not torch.isclose(plain, only_first)
+
+
+def test_categorical_static_columns_get_a_vocabulary_and_an_embedding(data):
+    # a code, not a quantity (-124 is a sentinel, as in KuaiRand): a vocabulary and an embedding
+    users = data["users"].assign(cat_segment=np.random.default_rng(5).choice(["a", "b", "-124"], len(data["users"])))
+    data = {**data, "users": users}
+    cfg = small_config(user_features=("user_static",), item_features=("item_base",))
+    space, model, encoded = build(cfg, data)
+    assert space.static_categories_.values_ == {"cat_segment": ["-124", "a", "b"]}  # the training users' codes
+    assert space.dims()["user_static_categories"] == [4]
+    codes = encoded.columns["user_static_cat"].numpy()[:, 0]
+    segment = data["users"].set_index("user_id")["cat_segment"]
+    expected = data["train"]["user_id"].map(segment).map({"-124": 1, "a": 2, "b": 3}).fillna(0)
+    np.testing.assert_array_equal(codes, expected.to_numpy())  # users without a row: 0 (unknown)
+    unseen = space.transform(data["train"].head(1), users=data["users"].assign(cat_segment="new"))
+    assert unseen.columns["user_static_cat"].tolist() == [[0]]
+    assert len(model.user_tower.static_categories) == 1
+    # the numeric part ignores the code column: only static_fans and static_flag are standardised
+    assert space.scalers_["user_static"].columns == ["static_fans", "static_flag"]

@@ -41,6 +41,12 @@ class DataConfig(Strict):
     path: Path = Field(description="Directory (kuairand) or events file (generic); relative to the config file.")
     items_path: Path | None = Field(default=None, description="generic only: optional items table.")
     users_path: Path | None = Field(default=None, description="generic only: optional users table.")
+    user_categorical_columns: tuple[str, ...] = Field(
+        default=(),
+        description="generic only: columns of the users table that are codes, not quantities (a segment, a range "
+        "bucket, a one-hot index, sentinel values such as -124): each gets a vocabulary and an embedding, "
+        "unknown values a bucket of their own. Every other numeric column is standardised as a number.",
+    )
     include_random_logs: bool = Field(default=False, description="kuairand: also read log_random_*.csv.")
     columns: dict[str, str] = Field(
         default_factory=dict, description="generic only: canonical column name -> column name in your file."
@@ -78,7 +84,7 @@ class DataConfig(Strict):
     def _adapter_keys(self) -> DataConfig:
         """A key of the other adapter set to anything but its default is an error, not silently ignored
         (a written default is harmless: a resolved config writes every key)."""
-        generic_only = ("items_path", "users_path", "columns", "timestamp_unit")
+        generic_only = ("items_path", "users_path", "user_categorical_columns", "columns", "timestamp_unit")
         kuairand_only = ("include_random_logs", "kuairand_day")
         other = generic_only if self.adapter == "kuairand" else kuairand_only
         wrong = [key for key in other if getattr(self, key) != type(self).model_fields[key].get_default(call_default_factory=True)]

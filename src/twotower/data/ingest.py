@@ -46,6 +46,20 @@ KUAIRAND_LOG_COLUMNS = {
     "is_follow": "flag",
     "is_comment": "flag",
 }
+# user_features_*.csv columns that are codes, not quantities: the activity segment, flags (is_live_streamer
+# holds the sentinel -124), the range buckets and the anonymised one-hot feature indices. The counts
+# (follow/fans/friend numbers, register days) stay numeric.
+KUAIRAND_USER_CATEGORIES = (
+    "user_active_degree",
+    "is_lowactive_period",
+    "is_live_streamer",
+    "is_video_author",
+    "follow_user_num_range",
+    "fans_user_num_range",
+    "friend_user_num_range",
+    "register_days_range",
+    *(f"onehot_feat{i}" for i in range(18)),
+)
 KUAIRAND_ITEM_COLUMNS = {
     "video_id": "integer",
     "author_id": "integer",
@@ -226,20 +240,26 @@ def _kuairand_users(con: ibis.BaseBackend, root: Path, notes: dict[str, object])
         return None
     raw = read_table(con, files[0], "KuaiRand users file")
     require_columns(raw, {"user_id": "integer"}, str(files[0]))
-    # The activity degree is the one categorical column worth keeping: encode it as an ordinal.
-    degree = {}
-    if "user_active_degree" in raw.schema():
-        cases = (("full_active", 3.0), ("high_active", 2.0), ("middle_active", 1.0))
-        # float64 explicitly: DuckDB types the bare CASE as DECIMAL, which readers take for a non-number
-        degree["static_active_degree"] = raw.user_active_degree.cases(*cases, else_=0.0).cast("float64")
-    return one_row_per_key(_static_users(raw, str(files[0]), **degree), "user_id", str(files[0]), "users", notes)
+    categorical = [c for c in KUAIRAND_USER_CATEGORIES if c in raw.schema()]
+    return one_row_per_key(_static_users(raw, str(files[0]), categorical), "user_id", str(files[0]), "users", notes)
 
 
-def _static_users(raw: ir.Table, source: str, **extra: ir.Value) -> ir.Table:
-    """user_id and every numeric column as ``static_<name>`` (float64), plus ``extra`` columns."""
-    numeric = [n for n, t in raw.schema().items() if n != "user_id" and (t.is_integer() or t.is_floating() or t.is_decimal())]
+def _static_users(raw: ir.Table, source: str, categorical: list[str] | tuple[str, ...] = ()) -> ir.Table:
+    """user_id, every numeric column not in ``categorical`` as ``static_<name>`` (float64, a quantity) and
+    every ``categorical`` column as ``cat_<name>`` (string, a code); other columns are not used."""
+    missing = [c for c in categorical if c not in raw.schema()]
+    if missing:
+        raise DataError(f"{source}: data.user_categorical_columns names column(s) {', '.join(missing)} it does not have")
+    numeric = [
+        n for n, t in raw.schema().items()
+        if n != "user_id" and n not in categorical and (t.is_integer() or t.is_floating() or t.is_decimal())
+    ]
     raw = as_int64(raw, ["user_id"], source)
-    return raw.select(user_id=raw.user_id, **{f"static_{n}": raw[n].cast("float64") for n in numeric}, **extra)
+    return raw.select(
+        user_id=raw.user_id,
+        **{f"static_{n}": raw[n].cast("float64") for n in numeric},
+        **{f"cat_{n}": raw[n].cast("string") for n in categorical},
+    )
 
 
 def one_row_per_key(table: ir.Table, key: str, source: str, what: str, notes: dict[str, object]) -> ir.Table:
@@ -308,7 +328,7 @@ def _read_generic(con: ibis.BaseBackend, cfg: DataConfig) -> Source:
     events = events.drop("timestamp", "watch_seconds", "duration_seconds")
     notes: dict[str, object] = {}
     items = _generic_items(con, cfg.items_path, notes) if cfg.items_path else None
-    users = _generic_users(con, cfg.users_path, notes) if cfg.users_path else None
+    users = _generic_users(con, cfg.users_path, notes, cfg.user_categorical_columns) if cfg.users_path else None
     files = [str(p) for p in (path, cfg.items_path, cfg.users_path) if p is not None]
     return Source(events, items, users, tuple(files), flags, notes)
 
@@ -387,7 +407,7 @@ def _generic_items(con: ibis.BaseBackend, path: Path, notes: dict[str, object]) 
     return one_row_per_key(items, "item_id", str(path), "items", notes)
 
 
-def _generic_users(con: ibis.BaseBackend, path: Path, notes: dict[str, object]) -> ir.Table:
+def _generic_users(con: ibis.BaseBackend, path: Path, notes: dict[str, object], categorical: tuple[str, ...] = ()) -> ir.Table:
     raw = read_table(con, path, "users file (data.users_path)")
     require_columns(raw, {"user_id": "integer"}, str(path))
-    return one_row_per_key(_static_users(raw, str(path)), "user_id", str(path), "users", notes)
+    return one_row_per_key(_static_users(raw, str(path), categorical), "user_id", str(path), "users", notes)

@@ -20,7 +20,7 @@ import torch
 from twotower.config import ModelConfig
 from twotower.data.schema import CREATOR_BASE, ITEM_BASE, USER_BASE
 from twotower.model.dataset import EncodedRows
-from twotower.model.vocab import IdVocab, NumericScaler
+from twotower.model.vocab import CategoryVocab, IdVocab, NumericScaler
 
 # Counts and durations are heavy-tailed: log1p before standardising. Rates, means of fractions and flags are not.
 LOG1P = frozenset(
@@ -75,6 +75,7 @@ class FeatureSpace:
         self.scalers_: dict[str, NumericScaler] = {}
         self.content_scale_ = 1.0
         self.content_dim_ = 0
+        self.static_categories_: CategoryVocab | None = None  # categorical static user columns (cat_*)
 
     @property
     def needs_content(self) -> bool:
@@ -110,6 +111,9 @@ class FeatureSpace:
                 for c in users.columns
                 if c.startswith("static_") and pd.api.types.is_numeric_dtype(users[c])
             ]
+            categorical = [c for c in users.columns if c.startswith("cat_")]
+            if categorical:  # codes, not quantities: a vocabulary per column, an embedding in the tower
+                self.static_categories_ = CategoryVocab(categorical, min_count=5).fit(self._join_static(rows, users, categorical)[0])
             joined = self._join_static(rows, users, static)[0]
             x = joined.to_numpy(dtype=np.float64, na_value=np.nan).reshape(len(joined), len(static))
             with np.errstate(all="ignore"):
@@ -203,6 +207,9 @@ class FeatureSpace:
                     raise ValueError("feature group 'user_static' needs the users table")
                 joined, found = self._join_static(rows, users, scaler.columns)
                 cols["user_static"] = t(np.concatenate([scaler.transform(joined), found[:, None]], axis=1))
+                if self.static_categories_ is not None:
+                    codes = self._join_static(rows, users, self.static_categories_.columns)[0]
+                    cols["user_static_cat"] = t(self.static_categories_.transform(codes))
             else:
                 _require(rows, scaler.columns, f"feature group '{group}'")
                 cols[group] = t(scaler.transform(rows))
@@ -265,6 +272,7 @@ class FeatureSpace:
             "n_content": len(self.content_ids_) if self.content_ids_ is not None else 1,
             "content_dim": self.content_dim_,
             **{f"n_{g}": len(s.columns) + (g == "user_static") for g, s in self.scalers_.items()},
+            "user_static_categories": self.static_categories_.sizes() if self.static_categories_ is not None else [],
         }
 
     def state_dict(self) -> dict:
@@ -287,6 +295,7 @@ class FeatureSpace:
         return {
             "vocab": vocab,
             "scalers": scalers,
+            "static_categories": self.static_categories_.values_ if self.static_categories_ is not None else None,
             "content_scale": self.content_scale_,
             "content_dim": self.content_dim_,
         }
@@ -304,4 +313,6 @@ class FeatureSpace:
             for g, s in state["scalers"].items()
         }
         space.content_scale_, space.content_dim_ = float(state["content_scale"]), int(state["content_dim"])
+        categories = state.get("static_categories")
+        space.static_categories_ = CategoryVocab.from_state(categories) if categories else None
         return space

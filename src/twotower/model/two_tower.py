@@ -10,7 +10,7 @@ Every feature group is switched on or off in ``ModelConfig`` (the series' ablati
 user tower   pos_mean_hist_emb / neg_mean_hist_emb: mean of the frozen content vectors over the history ids
              (EmbeddingBag, mean mode, padding excluded) + an "empty history" flag each; context: day of week
              and hour of day embeddings; user_base: USER_BASE numerics; user_static: static_* numerics + a
-             "has a users.parquet row" flag; user_id: id embedding.
+             "has a users.parquet row" flag + an embedding per categorical cat_* column; user_id: id embedding.
 item tower   content: the frozen content vector + a "not in the content table" flag; item_base: ITEM_BASE
              numerics; creator: CREATOR_BASE numerics (+ a creator id embedding, rare creators in bucket 0);
              item_id: id embedding. It also outputs a scalar item bias: on short-video data whether a video is
@@ -70,6 +70,10 @@ class UserTower(nn.Module):
             width += 2 * cfg.context_dim
         width += dims.get("n_user_base", 0) * ("user_base" in self.features)
         width += dims.get("n_user_static", 0) * ("user_static" in self.features)
+        sizes = dims.get("user_static_categories", []) if "user_static" in self.features else []
+        # one small embedding per categorical static column (codes such as a range bucket, not quantities)
+        self.static_categories = nn.ModuleList(nn.Embedding(size, cfg.context_dim) for size in sizes)
+        width += len(sizes) * cfg.context_dim
         if "user_id" in self.features:
             self.user_id = nn.Embedding(dims["n_users"], cfg.id_dim)
             width += cfg.id_dim
@@ -88,6 +92,7 @@ class UserTower(nn.Module):
             parts.append(batch["user_base"])
         if "user_static" in self.features:
             parts.append(batch["user_static"])
+            parts += [emb(batch["user_static_cat"][:, j]) for j, emb in enumerate(self.static_categories)]
         if "user_id" in self.features:
             parts.append(self.user_id(batch["user_idx"]))
         return self.net(_concat(parts, batch))

@@ -70,3 +70,41 @@ class NumericScaler:
         """(n_rows, ...) frame -> float32 [n_rows, n_columns]"""
         x = (self._raw(frame) - self.mean_) / self.std_
         return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+class CategoryVocab:
+    """Known values of categorical columns (codes, not quantities: compared as strings), one vocabulary per
+    column: a known value -> its index ``1..len``, an unknown or missing one -> 0. Learned: ``values_``."""
+
+    def __init__(self, columns: list[str], min_count: int = 1) -> None:
+        self.columns = list(columns)
+        self.min_count = min_count
+
+    @staticmethod
+    def _as_str(values: pd.Series) -> pd.Series:
+        return values.astype("string").str.strip()
+
+    def fit(self, frame: pd.DataFrame) -> CategoryVocab:
+        self.values_ = {}
+        for c in self.columns:
+            counts = self._as_str(frame[c]).dropna().value_counts()
+            self.values_[c] = sorted(counts.index[counts >= self.min_count])
+        return self
+
+    @classmethod
+    def from_state(cls, values: dict[str, list[str]]) -> CategoryVocab:
+        vocab = cls(list(values))
+        vocab.values_ = {c: list(v) for c, v in values.items()}
+        return vocab
+
+    def sizes(self) -> list[int]:
+        """Vocabulary size of each column, the unknown index 0 included."""
+        return [len(self.values_[c]) + 1 for c in self.columns]
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """(n, ...) frame -> int64 [n, n_columns] codes (0 = unknown or missing)."""
+        out = np.zeros((len(frame), len(self.columns)), dtype=np.int64)
+        for j, c in enumerate(self.columns):
+            codes = pd.Index(self.values_[c]).get_indexer(self._as_str(frame[c]).fillna("\0missing").to_numpy())
+            out[:, j] = codes + 1
+        return out
