@@ -369,5 +369,25 @@ def track(
         _fail(str(exc))
 
 
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Directory for the planted log (must be empty or new).")],
+    users: Annotated[int, typer.Option(help="Users.")] = 3000,
+    items: Annotated[int, typer.Option(help="Items.")] = 2000,
+    topics: Annotated[int, typer.Option(help="Topic clusters of the content vectors.")] = 20,
+    days: Annotated[int, typer.Option(help="Days of plays (the last is the validation day).")] = 14,
+    seed: Annotated[int, typer.Option(help="Random seed (data and the config's seed).")] = 0,
+) -> None:
+    """Write a planted-signal log (known topic preferences), its truth and a ready config (planted.toml)."""
+    from twotower.synth import SynthSpec, write_synth_command
+
+    try:
+        spec = SynthSpec(users=users, items=items, topics=topics, days=days, seed=seed)
+        paths = write_synth_command(spec, out_dir)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {len(paths)} files to {out_dir}; run it with: twotower run {paths['config']}")
+
+
 if __name__ == "__main__":
     app()
