@@ -1,4 +1,4 @@
-"""The planted-signal generator, its files, its config and the `twotower synth` command."""
+"""The planted-signal generator, its files, config and command; the ablation variants; the history probe by hand."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from twotower.ablation import VARIANTS, identity_proxies, variant_config
 from twotower.cli import app
-from twotower.config import load_config, parse_config
+from twotower.config import ModelConfig, load_config, parse_config
+from twotower.probe import history_probe
 from twotower.synth import SynthSpec, config_dict, generate, read_truth, read_vectors, write_planted
 
 SMALL = SynthSpec(users=300, items=120, topics=4, days=4, plays_per_user_day=5, seed=3)
@@ -187,6 +189,32 @@ def test_files_truth_and_config(tmp_path):
         config_dict(SMALL, tmp_path, train_days=4)
 
 
+def test_variants_switch_groups_and_name_the_identity_proxies(tmp_path):
+    raw = config_dict(SMALL, tmp_path)
+    proxies = {}
+    for variant in VARIANTS:
+        model = parse_config(variant_config(raw, variant)).model
+        proxies[variant] = identity_proxies(model)
+        has_history = {"pos_mean_hist_emb", "neg_mean_hist_emb"} <= set(model.user_features)
+        assert has_history == (variant not in ("without history", "without both")), variant
+        assert set(model.user_features) - {"pos_mean_hist_emb", "neg_mean_hist_emb"} == {
+            "context",
+            "user_base",
+            "user_static",
+        }
+    assert proxies == {
+        "content + history": ["content vector", "creator id embedding"],
+        "without history": ["content vector", "creator id embedding"],
+        "without content": ["creator id embedding"],
+        "without both": ["creator id embedding"],
+        "without content or creator": [],
+    }
+    assert identity_proxies(ModelConfig(item_features=("item_id",))) == ["item id embedding"]
+    assert identity_proxies(ModelConfig(creator_id_embedding=False)) == ["content vector"]
+    with pytest.raises(ValueError, match="unknown variant 'x'"):
+        variant_config(raw, "x")
+
+
 def test_synth_command(tmp_path: Path):
     runner = CliRunner()
     out = tmp_path / "planted"
@@ -204,3 +232,28 @@ def test_synth_command(tmp_path: Path):
     assert result.exit_code == 2 and "not an empty directory" in result.output
     result = runner.invoke(app, ["synth", str(tmp_path / "other"), "--topics", "0"])
     assert result.exit_code == 2 and "SynthSpec.topics must be > 0" in result.output
+
+
+def test_history_probe_by_hand():
+    centres = np.array([[1.0, 0.0], [0.0, 1.0]])
+    item_ids = np.array([10, 11, 12, 13])
+    vectors = np.array([[1.0, 0.2], [0.9, -0.1], [0.0, 1.0], [0.2, 0.8]])
+    day, other = dt.date(2024, 3, 5), dt.date(2024, 3, 4)
+    history = pd.DataFrame(
+        {
+            "user_id": [1, 2, 3, 4, 5],
+            "day": [day, day, day, other, day],
+            "pos_items": [[10, 12, 13], [10, 11], [99], [12], [11, 13]],
+            "neg_items": [[11], [], [12], [], []],
+        }
+    )
+    truth = pd.Series([1, 0, 0, 1, 1], index=[1, 2, 3, 4, 5])
+    result = history_probe(history, np.array([1, 2, 3, 4, 5, 1]), day, item_ids, vectors, centres, truth)
+    # positive sums: user 1 (1.2, 2.0) -> topic 1 (right); user 2 (1.9, 0.1) -> 0 (right); user 5 (1.1, 0.7)
+    # -> 0 (wrong); user 3 has only an item without a vector, user 4 no snapshot on that day.
+    assert (result.users, result.users_without_history) == (3, 2)
+    assert result.accuracy == pytest.approx(2 / 3) and result.chance == 0.5
+    # negatives: user 1 (0.9, -0.1) -> 0 (wrong), user 3 (0, 1) -> 1 (wrong)
+    assert (result.negative_users, result.negative_accuracy) == (2, 0.0)
+    with pytest.raises(ValueError, match="1 evaluated user"):
+        history_probe(history, np.array([1, 7]), day, item_ids, vectors, centres, truth)
