@@ -42,9 +42,9 @@ def one_run(raw: dict, variant: str, runs: Path, data_dir: Path) -> dict:
         run_dir = run(cfg, runs, progress=False)
     seconds = time.perf_counter() - started
     experiment = run_dir / "experiment_1"
+    if json.loads((run_dir / "status.json").read_text()).get("state") != "completed":
+        raise RuntimeError(f"{variant}: the run did not complete, see {experiment}")
     payload = json.loads((experiment / "metrics.json").read_text())
-    if payload.get("status") != "Completed":
-        raise RuntimeError(f"{variant}: the run failed, see {experiment}")
     return {
         "variant": variant,
         "seed": cfg.seed,

@@ -60,6 +60,7 @@ def planted(tmp_path_factory):
             cfg = parse_config(variant_config(raw, variant))
             with contextlib.redirect_stdout(io.StringIO()):  # run() prints its tables
                 run_dir = run(cfg, root / "runs", progress=False)
+            assert json.loads((run_dir / "status.json").read_text())["state"] == "completed", run_dir
             experiment = run_dir / "experiment_1"
             metrics = json.loads((experiment / "metrics.json").read_text())["metrics"]
             results[variant] = (
