@@ -18,6 +18,7 @@ from twotower.config import ModelConfig, load_config, parse_config
 from twotower.probe import history_probe
 from twotower.synth import SynthSpec, config_dict, generate, read_truth, read_vectors, write_planted
 
+WEAK = "item base numerics (weak)"
 SMALL = SynthSpec(users=300, items=120, topics=4, days=4, plays_per_user_day=5, seed=3)
 
 
@@ -203,14 +204,14 @@ def test_variants_switch_groups_and_name_the_identity_proxies(tmp_path):
             "user_static",
         }
     assert proxies == {
-        "content + history": ["content vector", "creator id embedding"],
-        "without history": ["content vector", "creator id embedding"],
-        "without content": ["creator id embedding"],
-        "without both": ["creator id embedding"],
-        "without content or creator": [],
+        "content + history": ["content vector", "creator id embedding", WEAK],
+        "without history": ["content vector", "creator id embedding", WEAK],
+        "without content": ["creator id embedding", WEAK],
+        "without both": ["creator id embedding", WEAK],
+        "without content or creator": [WEAK],
     }
     assert identity_proxies(ModelConfig(item_features=("item_id",))) == ["item id embedding"]
-    assert identity_proxies(ModelConfig(creator_id_embedding=False)) == ["content vector"]
+    assert identity_proxies(ModelConfig(creator_id_embedding=False)) == ["content vector", WEAK]
     with pytest.raises(ValueError, match="unknown variant 'x'"):
         variant_config(raw, "x")
 

@@ -2,8 +2,11 @@
 
 An ablation that claims to remove item content must also say what can still stand in for an item's identity:
 the creator id embedding acts as a coarse item identity (it keeps some lift "without content" on a log where
-creators make items of several topics), an item id embedding as an exact one. :data:`VARIANTS` is the series
-run on the planted-signal log (``twotower.synth``, ``benchmarks/planted.py``).
+creators make items of several topics), an item id embedding as an exact one, and even the item's base
+numerics are a weak fingerprint (its fixed duration and age, its point-in-time rates): on the 3,000-user
+planted log (seed 0) with item_base as the only item input, the history features still lift per-user auc
+from 0.626 to 0.660. :data:`VARIANTS` is the series run on the planted-signal log (``twotower.synth``,
+``benchmarks/planted.py``).
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ def variant_config(raw: dict, variant: str) -> dict:
 
 
 def identity_proxies(model: ModelConfig) -> list[str]:
-    """Item-tower inputs that can stand in for an item's identity (a learnable per-id vector or the content
-    vector) in a ``ModelConfig``: what "without content" still leaves the model to match users with items."""
+    """Item-tower inputs that can stand in for an item's identity (the content vector, a learnable per-id
+    vector, or per-item numbers the tower can fingerprint) in a ``ModelConfig``: what "without content" still
+    leaves the model to match users with items, strongest first."""
     items = set(model.item_features)
     proxies = []
     if "content" in items:
@@ -50,4 +54,6 @@ def identity_proxies(model: ModelConfig) -> list[str]:
         proxies.append("item id embedding")
     if "creator" in items and model.creator_id_embedding:
         proxies.append("creator id embedding")
+    if "item_base" in items:
+        proxies.append("item base numerics (weak)")
     return proxies
