@@ -78,3 +78,20 @@ def test_data_override_and_missing_file(tmp_path):
     assert cfg.data.path == (tmp_path / "elsewhere").resolve()
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_static_user_features_adapt_to_a_missing_users_table():
+    """The generic adapter without data.users_path has no static user features: the default feature list
+    drops user_static; asking for it explicitly is an error at load, not after prepare."""
+    from twotower.config import parse_config
+
+    base = {
+        "name": "x",
+        "data": {"adapter": "generic", "path": "events.parquet"},
+        "experiments": [{"id": 1, "train_start": "2024-01-01", "train_end": "2024-01-02", "val_date": "2024-01-03"}],
+    }
+    assert "user_static" not in parse_config(base).model.user_features
+    with_users = parse_config({**base, "data": {**base["data"], "users_path": "users.csv"}})
+    assert "user_static" in with_users.model.user_features
+    with pytest.raises(ConfigError, match="'user_static', which needs a users table: set data.users_path"):
+        parse_config({**base, "model": {"user_features": ["context", "user_static"]}})

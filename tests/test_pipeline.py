@@ -10,6 +10,7 @@ import pytest
 
 from tests.tinylog import EVENTS, events_frame, tiny_config_dict, write_tiny_log
 from twotower.config import ConfigError, parse_config, write_resolved_config
+from twotower.data.validate import DataError
 from twotower.evaluate.metrics import ranking_metrics
 from twotower.pipeline import evaluate_run, run, train_run
 from twotower.reuse import link_files
@@ -179,3 +180,20 @@ def test_exit_status_of_the_run_command(tmp_path, monkeypatch):
     (tmp_path / "a_file").write_text("x")
     result = CliRunner().invoke(app, ["run", str(tmp_path / "one.toml"), "--out", str(tmp_path / "a_file")])
     assert result.exit_code == 2 and "is a file" in result.output
+
+
+def test_kuairand_without_user_features_fails_before_any_work(tmp_path):
+    data = tmp_path / "kuairand"
+    data.mkdir()
+    for name in ("log_standard_4_25_to_5_04_pure.csv", "video_features_basic_pure.csv"):
+        (data / name).write_text("user_id\n")
+    cfg = parse_config(
+        {
+            "name": "k",
+            "data": {"adapter": "kuairand", "path": str(data)},
+            "experiments": [{"id": 1, "train_start": "2022-04-25", "train_end": "2022-05-01", "val_date": "2022-05-02"}],
+        }
+    )
+    with pytest.raises(DataError, match="no user_features_\\*.csv, which model.user_features 'user_static' needs"):
+        run(cfg, tmp_path / "runs", progress=False)
+    assert not (tmp_path / "runs").exists()  # nothing started

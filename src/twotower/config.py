@@ -378,6 +378,21 @@ class Config(Strict):
             raise ValueError(f"experiment ids must be unique, got {ids}")
         return value
 
+    @model_validator(mode="after")
+    def _static_users_need_a_users_table(self) -> Config:
+        """The sheet's user tower uses static user features (user_static), which need a users table: the
+        generic adapter has one only with data.users_path. Left at its default, the feature list adapts
+        (user_static is dropped); asked for explicitly, it is an error now rather than after prepare."""
+        if "user_static" not in self.model.user_features or self.data.adapter != "generic" or self.data.users_path:
+            return self
+        if "user_features" in self.model.model_fields_set:
+            raise ValueError(
+                "model.user_features has 'user_static', which needs a users table: set data.users_path, "
+                "or remove 'user_static'"
+            )
+        kept = tuple(f for f in self.model.user_features if f != "user_static")
+        return self.model_copy(update={"model": self.model.model_copy(update={"user_features": kept})})
+
     def experiment(self, experiment_id: int) -> ExperimentConfig:
         for experiment in self.experiments:
             if experiment.id == experiment_id:

@@ -33,6 +33,7 @@ from twotower.content.item_table import (
 from twotower.data.ingest import check_data_path
 from twotower.data.prepare import prepare_experiment
 from twotower.data.prepared import PreparedTables, is_complete
+from twotower.data.validate import DataError
 from twotower.evaluate.per_user import played_per_user, write_per_user
 from twotower.evaluate.played import evaluate_played
 from twotower.inference import score
@@ -213,11 +214,24 @@ def run_experiments(cfg: Config, run_dir: Path, progress: bool = True, reuse: bo
     return outcomes
 
 
+def check_inputs(cfg: Config) -> None:
+    """Before any experiment: the data is there, the content encoder can give pca_components dimensions
+    from its files, and a feature group's table exists (user_static: KuaiRand's user_features file)."""
+    check_data_path(cfg.data)
+    check_content(cfg.content)
+    data = cfg.data
+    kuairand_dir = data.adapter == "kuairand" and Path(data.path).is_dir()
+    if kuairand_dir and "user_static" in cfg.model.user_features and not any(Path(data.path).glob("user_features_*.csv")):
+        raise DataError(
+            f"{data.path} has no user_features_*.csv, which model.user_features 'user_static' needs; "
+            "add the file or remove 'user_static'"
+        )
+
+
 def run(cfg: Config, out_root: Path = Path("runs"), progress: bool = True, reuse: bool = True) -> Path:
     """Run every experiment of ``cfg`` in a fresh run directory; write and print the sheet's tables.
     Returns the run directory (its ``status.json`` says whether every experiment completed)."""
-    check_data_path(cfg.data)
-    check_content(cfg.content)  # before any experiment: pca_components vs the encoder, its files
+    check_inputs(cfg)
     run_dir = new_run_dir(out_root, cfg.name)
     write_resolved_config(cfg, run_dir / CONFIG_FILE)
     run_experiments(cfg, run_dir, progress=progress, reuse=reuse)
@@ -236,7 +250,7 @@ def resume(run_dir: Path, progress: bool = True, reuse: bool = True) -> Path:
     if not (run_dir / CONFIG_FILE).exists():
         raise RunError(f"{run_dir} has no {CONFIG_FILE}; is it a twotower run directory?")
     cfg = load_config(run_dir / CONFIG_FILE)
-    check_data_path(cfg.data)
+    check_inputs(cfg)
     write_status(run_dir, RUNNING, resumed=now())
     run_experiments(cfg, run_dir, progress=progress, reuse=reuse)
     return run_dir
