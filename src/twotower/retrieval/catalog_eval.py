@@ -16,7 +16,8 @@ import pandas as pd
 
 from twotower.checkpoint import ModelBundle
 from twotower.data.prepared import PreparedTables
-from twotower.inference import embed_items, embed_users
+from twotower.inference import embed_users
+from twotower.retrieval.catalog_index import catalog_index
 from twotower.retrieval.index import ItemIndex
 from twotower.retrieval.metrics import CatalogMetrics, catalog_metrics, tail_item_sets
 from twotower.retrieval.sets import ItemSets
@@ -90,11 +91,11 @@ def retrieval_setup(data: PreparedTables) -> RetrievalSetup:
 def model_topk(
     bundle: ModelBundle, setup: RetrievalSetup, data: PreparedTables, k: int, kind: str = "exact"
 ) -> tuple[np.ndarray, np.ndarray, ItemIndex]:
-    """The model's top k per user: the catalog's item embeddings [C, d + 1] in a FAISS index, queried with
-    the users' embeddings [U, d + 1] (their inner product is the model's logit). -> (ids, scores, index)."""
-    items = embed_items(bundle, setup.catalog)
+    """The model's top k per user: the catalog's item embeddings [C, d + 1] in a FAISS index
+    (``catalog_index``, as ``twotower index`` builds it), queried with the users' embeddings [U, d + 1]
+    (their inner product is the model's logit). -> (ids, scores, index)."""
+    index, _ = catalog_index(bundle, setup.catalog, kind)
     queries = embed_users(bundle, setup.users, data.history, data.users)
-    index = ItemIndex.build(setup.catalog_ids, items, kind=kind)
     ids, scores = index.search(queries, k, exclude=setup.seen)
     return ids, scores, index
 
