@@ -448,5 +448,61 @@ def index(
         _fail(str(exc))
 
 
+def _parse_day(value: str | None):
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--as-of {value!r}: expected a date YYYY-MM-DD") from None
+
+
+SHOWN_COLUMNS = ("rank", "item_id", "score", "item_duration_s", "training_plays", "creator_id", "video_type", "upload_type", "tags")
+
+
+@app.command()
+def recommend(
+    run_dir: RunDirArg,
+    user: Annotated[int, typer.Option("--user", help="The user id.")],
+    experiment: ExperimentOpt = None,
+    k: Annotated[int, typer.Option("--k", help="How many items (1..catalog size).")] = 100,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", metavar="DATE", help="The day (YYYY-MM-DD); the user as of its start (default: the validation day).")
+    ] = None,
+    include_seen: Annotated[bool, typer.Option("--include-seen", help="Keep items the user played in the lookback window.")] = False,
+    hour: Annotated[int | None, typer.Option("--hour", help="Context hour 0..23 (default: see docs/retrieval.md).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (every metadata column) instead of a table.")] = False,
+) -> None:
+    """Recommend: one user's top k of the catalog, with scores and item metadata.
+
+    The user's features are those training built: base features and history as of the start of the day,
+    from the prepared files or computed point-in-time from the run's data; seen items are excluded. A user
+    with no play in the lookback window is served as cold (the output says so).
+    """
+    from twotower.data.validate import DataError
+    from twotower.retrieval.recommend import recommend as recommend_user
+    from twotower.retrieval.run_model import open_experiment
+    from twotower.runs import RunError
+
+    try:
+        run = open_experiment(run_dir, experiment)
+        result = recommend_user(run, user, k, _parse_day(as_of), include_seen=include_seen, hour=hour)
+    except (ConfigError, DataError, RunError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if json_out:
+        typer.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    dows = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    who = "cold user: no play in the lookback window, empty history" if result.cold else f"state: {result.state}"
+    typer.echo(
+        f"user {result.user_id}, top {len(result.items)} of the catalog of {result.day} "
+        f"({dows[result.dow]}, hour {result.hour}); {who}; {result.excluded_seen} seen item(s) excluded"
+    )
+    shown = result.items[[c for c in SHOWN_COLUMNS if c in result.items.columns]]
+    typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
 if __name__ == "__main__":
     app()
