@@ -504,5 +504,43 @@ def recommend(
     typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
+@app.command()
+def serve(
+    run_dir: RunDirArg,
+    experiment: ExperimentOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+    kind: KindOpt = "exact",
+    index_dir: Annotated[
+        Path | None, typer.Option("--index", help="A saved index (default: RUN_DIR/experiment_<id>/index when it fits, else built).")
+    ] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="FAISS/torch threads per request (set once).")] = 1,
+) -> None:
+    """Serve recommendations over HTTP (FastAPI + uvicorn) for the run's validation day.
+
+    GET /health, GET /recommend?user_id=&k=, POST /recommend with a history for users the service has
+    never seen; the OpenAPI schema at /openapi.json. Model, index and user states are loaded once.
+    """
+    from twotower.data.validate import DataError
+    from twotower.retrieval.run_model import open_experiment
+    from twotower.retrieval.serve import run_server
+    from twotower.retrieval.service import configure_threads, load_recommender
+    from twotower.runs import RunError
+
+    try:
+        run = open_experiment(run_dir, experiment)
+        typer.echo(f"loading experiment {run.exp.id}: catalog index and the user states of {run.val_day} ...")
+        recommender = load_recommender(run, _kind(kind), index_dir)
+    except (ConfigError, DataError, RunError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    health = recommender.health()
+    typer.echo(
+        f"serving {health['model']} ({health['index']['kind']} index, {health['index']['source']}): "
+        f"{health['catalog_items']:,} items, {health['users_known']:,} known users, day {health['serving_day']}"
+    )
+    configure_threads(threads)
+    run_server(recommender, host, port)
+
+
 if __name__ == "__main__":
     app()
