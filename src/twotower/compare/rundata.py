@@ -109,7 +109,11 @@ def _catalog_per_user(directory: Path, notes: list[str]) -> pd.DataFrame | None:
         notes.append(f"{directory.name}: {RETRIEVAL_PER_USER_FILE} has no {CATALOG_METRIC} column; catalog n/a")
         return None
     keep = ["user_id", CATALOG_METRIC] + (["n_targets"] if "n_targets" in frame.columns else [])
-    return frame[keep].dropna(subset=[CATALOG_METRIC]).reset_index(drop=True)
+    frame = frame[keep].dropna(subset=[CATALOG_METRIC]).reset_index(drop=True)
+    if frame.empty:  # catalog retrieval evaluated nobody (no user had an unseen target): n/a, not nan
+        notes.append(f"{directory.name}: catalog retrieval evaluated no user; catalog n/a")
+        return None
+    return frame
 
 
 def _experiment_completed(directory: Path, metrics: dict) -> bool:
