@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from twotower.config import ConfigError, load_config
+from twotower.config_files import is_uri
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -26,8 +27,12 @@ ExperimentOpt = Annotated[
 ]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Where to write the results (a directory).")]
 DataOpt = Annotated[
-    Path | None,
-    typer.Option("--data", help="Your copy of the data (a directory or an events file); replaces data.path of the config."),
+    str | None,
+    typer.Option(
+        "--data",
+        help="Your copy of the data (a directory or an events file, or a URI: hdfs://, s3a://, file://); "
+        "replaces data.path of the config.",
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -44,7 +49,9 @@ def _fail(message: str) -> None:
 def prepare(
     config: ConfigArg,
     experiment: ExperimentOpt = None,
-    out: OutOpt = None,
+    out: Annotated[
+        str | None, typer.Option("--out", help="Where to write the results: a directory, or a URI (hdfs://, s3a://, file://).")
+    ] = None,
     data: DataOpt = None,
     set_: SetOpt = None,
     overwrite: Annotated[
@@ -62,9 +69,11 @@ def prepare(
     try:
         cfg = load_config(config, data_path=data, overrides=set_ or ())
         experiments = [cfg.experiment(experiment)] if experiment is not None else list(cfg.experiments)
-        root = out or Path("prepared") / cfg.name
+        root = out or str(Path("prepared") / cfg.name)
         for exp in experiments:
-            result = prepare_experiment(cfg, exp, root / f"experiment_{exp.id}", overwrite=overwrite)
+            name = f"experiment_{exp.id}"
+            target = f"{root.rstrip('/')}/{name}" if is_uri(root) else Path(root) / name  # Path would fold s3a://
+            result = prepare_experiment(cfg, exp, target, overwrite=overwrite)
             typer.echo(f"\nexperiment {exp.id}: funnel\n{result.funnel.table()}\nwrote {result.out_dir}")
     except (ConfigError, DataError) as exc:
         _fail(str(exc))

@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from twotower.config_files import (
     ConfigError,
     ConfigSource,
+    is_uri,
     merge_sources,
     read_chain,
     resolve_paths,
@@ -36,11 +46,68 @@ class Strict(BaseModel):
 DEFAULT_TIMEZONES = {"kuairand": "Asia/Shanghai", "generic": "UTC"}
 
 
+def _location(value: object) -> object:
+    """A URI (``s3a://...``, ``hdfs://...``, ``file:///...``) stays a string; anything else is a local path."""
+    return value if isinstance(value, Path) or is_uri(value) or not isinstance(value, str) else Path(value)
+
+
+# A local path (relative to the config file) or a URI that the data engine resolves.
+Location = Annotated[Path | str, BeforeValidator(_location)]
+_MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+
+
+class DuckDBSettings(Strict):
+    """DuckDB settings (``[data.duckdb]``), used when ``data.engine = "duckdb"``."""
+
+    memory_limit: str | None = Field(
+        default=None,
+        description="e.g. \"16GB\": beyond it DuckDB spills to temp_directory (default: DuckDB's, 80% of RAM).",
+    )
+    threads: int | None = Field(default=None, ge=1, description="Worker threads (default: every core).")
+    temp_directory: Path | None = Field(
+        default=None, description="Where DuckDB spills what does not fit in memory (default: DuckDB's, .tmp)."
+    )
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None and not _MEMORY.match(value):
+            raise ValueError(f"memory_limit {value!r} is not a size such as \"16GB\" or \"512MiB\"")
+        return value
+
+
+SparkValue = str | bool | int | float
+
+
+class SparkSettings(Strict):
+    """Spark settings (``[data.spark]``), used when ``data.engine = "spark"`` and no session is active yet
+    (an active session, e.g. from spark-submit, is used as it is)."""
+
+    master: str = Field("local[2]", min_length=1, description='local[N], "yarn", "spark://host:7077", "k8s://...".')
+    conf: dict[str, SparkValue] = Field(
+        default_factory=dict,
+        description='Spark properties set when the session is created, e.g. "spark.driver.memory" = "4g".',
+    )
+
+    @field_validator("conf")
+    @classmethod
+    def _spark_keys(cls, value: dict[str, SparkValue]) -> dict[str, SparkValue]:
+        wrong = [key for key in value if not key.startswith("spark.")]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)}: Spark properties start with 'spark.' (e.g. spark.driver.memory)")
+        if "spark.master" in value:
+            raise ValueError("set the master with data.spark.master, not conf.spark.master")
+        return value
+
+
 class DataConfig(Strict):
     adapter: Literal["kuairand", "generic"] = "kuairand"
-    path: Path = Field(description="Directory (kuairand) or events file (generic); relative to the config file.")
-    items_path: Path | None = Field(default=None, description="generic only: optional items table.")
-    users_path: Path | None = Field(default=None, description="generic only: optional users table.")
+    path: Location = Field(
+        description="Directory (kuairand) or events file (generic): a path relative to the config file, or a URI "
+        "the engine reads (file://, hdfs://, s3a://)."
+    )
+    items_path: Location | None = Field(default=None, description="generic only: optional items table.")
+    users_path: Location | None = Field(default=None, description="generic only: optional users table.")
     user_categorical_columns: tuple[str, ...] = Field(
         default=(),
         description="generic only: columns of the users table that are codes, not quantities (a segment, a range "
@@ -66,6 +133,13 @@ class DataConfig(Strict):
         "which KuaiRand rounds to the nearest hour (plays after 23:30 fall on the next day).",
     )
     engine: Literal["duckdb", "spark"] = "duckdb"
+    duckdb: DuckDBSettings = DuckDBSettings()
+    spark: SparkSettings = SparkSettings()
+    partition_by_day: bool = Field(
+        default=False,
+        description="Write the tables with a day column (train, eval, history, catalog, retrieval_users) as "
+        "Hive folders <name>.parquet/day=YYYY-MM-DD/ instead of one file each (data.prepared.read_table reads both).",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -468,7 +542,8 @@ def load_config(path: str | Path, data_path: str | Path | None = None, overrides
     if len(sources) > 1:
         header += f" (extends {' -> '.join(s.name for s in reversed(sources[:-1]))})"
     if data_path is not None:
-        sources.append(ConfigSource("--data", {"data": {"path": str(Path(data_path).expanduser().resolve())}}))
+        location = str(data_path) if is_uri(str(data_path)) else str(Path(data_path).expanduser().resolve())
+        sources.append(ConfigSource("--data", {"data": {"path": location}}))
     sources += [set_source(text) for text in overrides]
     config = _validate(merge_sources(sources), header, sources)
     if not config.content.cache_dir.is_absolute():  # the default, relative to the working directory

@@ -42,6 +42,7 @@ PATH_KEYS = (
     ("data", "path"),
     ("data", "items_path"),
     ("data", "users_path"),
+    ("data", "duckdb", "temp_directory"),
     ("content", "cache_dir"),
     ("content", "blip", "checkpoint"),
     ("content", "blip", "media_dir"),
@@ -49,13 +50,23 @@ PATH_KEYS = (
 )
 
 
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_uri(value: object) -> bool:
+    """Whether ``value`` is a string with a scheme (``s3a://bucket/key``, ``hdfs://nn/x``, ``file:///x``):
+    a location the data engine resolves, never a local path to resolve (``Path`` would fold ``//``)."""
+    return isinstance(value, str) and _URI.match(value) is not None
+
+
 def resolve_paths(raw: dict, base: Path) -> None:
-    """Make the relative paths of ``PATH_KEYS`` in ``raw`` absolute against ``base``, in place."""
+    """Make the relative paths of ``PATH_KEYS`` in ``raw`` absolute against ``base``, in place; URIs are
+    left as written."""
     for keys in PATH_KEYS:
         node: Any = raw
         for key in keys[:-1]:
             node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str) and not is_uri(node[keys[-1]]):
             path = Path(node[keys[-1]]).expanduser()
             node[keys[-1]] = str(path if path.is_absolute() else (base / path).resolve())
 

@@ -45,8 +45,12 @@ def _source_digest(package: str) -> str:
     return h.hexdigest()
 
 
-def _file_stats(path: Path | None) -> list:
+def _file_stats(path: Path | str | None) -> list:
     """(relative name, size, mtime_ns) of a file, or of every file under a directory."""
+    if isinstance(path, str):  # a URI (hdfs://, s3a://): listed through the data layer's filesystems
+        from twotower.data.storage import file_stats
+
+        return file_stats(path)
     if path is None or not path.exists():
         return [str(path), None]
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import ibis.expr.types as ir
 
-from twotower.io import write_json
+from twotower.data.storage import Location, locate, write_json
 
 
 @dataclass
@@ -45,9 +45,9 @@ class Funnel:
     def as_dict(self) -> dict:
         return {"steps": [asdict(s) for s in self.steps], "drops": self.drops, "notes": self.notes}
 
-    def write(self, path: Path) -> None:
-        """Strict JSON, written atomically."""
-        write_json(path, self.as_dict())
+    def write(self, path: str | Path | Location) -> None:
+        """Strict JSON, written atomically (a local path or a URI)."""
+        write_json(locate(path), self.as_dict())
 
     def table(self) -> str:
         """The funnel as a Markdown table (for the console and the run report)."""

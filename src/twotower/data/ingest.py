@@ -26,6 +26,7 @@ import ibis.expr.types as ir
 
 from twotower.config import Config, DataConfig
 from twotower.data.readers import read_csv_files, read_table
+from twotower.data.storage import Location, locate
 from twotower.data.validate import (
     DataError,
     as_int64,
@@ -134,7 +135,7 @@ def read_source(con: ibis.BaseBackend, cfg: DataConfig, flags: Collection[str] =
     """
     check_data_path(cfg)
     if cfg.adapter == "kuairand":
-        source = _read_kuairand(con, cfg.path, cfg.include_random_logs, cfg.kuairand_day == "date_column")
+        source = _read_kuairand(con, locate(cfg.path), cfg.include_random_logs, cfg.kuairand_day == "date_column")
     else:
         source = _read_generic(con, cfg)
     missing = [flag for flag in flags if flag not in source.flags]
@@ -149,8 +150,8 @@ def read_source(con: ibis.BaseBackend, cfg: DataConfig, flags: Collection[str] =
 
 
 def check_data_path(cfg: DataConfig) -> None:
-    """Stop early, with where to get the data, when a configured path does not exist."""
-    if not cfg.path.exists():
+    """Stop early, with where to get the data, when a configured path (or URI) does not exist."""
+    if not locate(cfg.path).exists():
         if cfg.adapter == "kuairand":
             raise DataError(
                 f"data directory {cfg.path} does not exist. Get KuaiRand-Pure from https://kuairand.com (the "
@@ -160,15 +161,15 @@ def check_data_path(cfg: DataConfig) -> None:
         raise DataError(f"events file {cfg.path} does not exist; set data.path in the config or pass --data PATH")
     for key in ("items_path", "users_path"):
         path = getattr(cfg, key)
-        if path is not None and not path.exists():
+        if path is not None and not locate(path).exists():
             raise DataError(f"{path} (data.{key}) does not exist; fix data.{key} in the config or remove it")
 
 
-def _read_kuairand(con: ibis.BaseBackend, root: Path, include_random: bool, day_from_date_column: bool) -> Source:
+def _read_kuairand(con: ibis.BaseBackend, root: Location, include_random: bool, day_from_date_column: bool) -> Source:
     if not root.is_dir():
         raise DataError(f"{root}: the kuairand adapter needs the KuaiRand directory (data.path), not a file")
     patterns = ["log_standard_*.csv"] + (["log_random_*.csv"] if include_random else [])
-    log_files = sorted(p for pattern in patterns for p in root.glob(pattern))
+    log_files = sorted((p for pattern in patterns for p in root.glob(pattern)), key=lambda p: p.path)
     if not log_files:
         raise DataError(f"{root}: no log_standard_*.csv file; is this a KuaiRand directory?")
     logs = read_csv_files(con, log_files, single=len(log_files) == 1)
@@ -209,11 +210,11 @@ def _yyyymmdd(column: ir.IntegerColumn) -> ir.DateValue:
     return ibis.date(column // 10000, (column // 100) % 100, column % 100)
 
 
-def _first(root: Path, pattern: str) -> list[Path]:
-    return sorted(root.glob(pattern))[:1]
+def _first(root: Location, pattern: str) -> list[Location]:
+    return root.glob(pattern)[:1]
 
 
-def _kuairand_items(con: ibis.BaseBackend, path: Path, notes: dict[str, object]) -> ir.Table:
+def _kuairand_items(con: ibis.BaseBackend, path: Location, notes: dict[str, object]) -> ir.Table:
     raw = read_table(con, path, "KuaiRand items file", csv_types={"tag": "string", "upload_dt": "string"})
     require_columns(raw, KUAIRAND_ITEM_COLUMNS, str(path))
     raw = as_int64(raw, ("video_id", "author_id"), str(path))
@@ -233,7 +234,7 @@ def _kuairand_items(con: ibis.BaseBackend, path: Path, notes: dict[str, object])
     return one_row_per_key(items, "item_id", str(path), "items", notes)
 
 
-def _kuairand_users(con: ibis.BaseBackend, root: Path, notes: dict[str, object]) -> ir.Table | None:
+def _kuairand_users(con: ibis.BaseBackend, root: Location, notes: dict[str, object]) -> ir.Table | None:
     """Static user features: a snapshot of unknown date (possibly after the logs), treated as static."""
     files = _first(root, "user_features_*.csv")
     if not files:
@@ -268,12 +269,13 @@ def one_row_per_key(table: ir.Table, key: str, source: str, what: str, notes: di
     NaN and ±inf in float columns are read as missing first (counted in ``notes``).
     """
     floats = [c for c, t in table.schema().items() if t.is_floating()]
+    # one pass for the row count and the non-finite rows, one for the distinct rows per key
+    bad = ibis.or_(*[not_finite(table[c]) for c in floats]) if floats else ibis.literal(False)
+    counts = table.aggregate(total=table.count(), nonfinite=table.count(where=bad)).to_pyarrow().to_pylist()[0]
     if floats:
-        bad = ibis.or_(*[not_finite(table[c]) for c in floats])
-        nonfinite = table.aggregate(n=bad.cast("int64").sum()).to_pyarrow().to_pylist()[0]["n"] or 0
         table = table.mutate(**{c: finite_or_null(table[c]) for c in floats})
-        if nonfinite:
-            notes[f"{what}: rows with NaN or ±inf side information (read as missing)"] = int(nonfinite)
+        if counts["nonfinite"]:
+            notes[f"{what}: rows with NaN or ±inf side information (read as missing)"] = int(counts["nonfinite"])
     distinct = table.distinct()
     per_key = distinct.group_by(key).aggregate(n=distinct.count())
     stats = per_key.aggregate(distinct_rows=per_key.n.sum(), conflicting=(per_key.n > 1).cast("int64").sum())
@@ -284,13 +286,12 @@ def one_row_per_key(table: ir.Table, key: str, source: str, what: str, notes: di
             f"{source}: {row['conflicting']} {key}(s) appear in several rows with different values (e.g. "
             f"{', '.join(map(str, examples))}); keep one row per {key}: which one is right cannot be guessed"
         )
-    total = table.count().to_pyarrow().as_py()
-    repeated = total - (row["distinct_rows"] or 0)
+    repeated = counts["total"] - (row["distinct_rows"] or 0)
     notes[f"{what}: repeated identical rows removed"] = int(repeated)
     return distinct
 
 
-def _rename_columns(table: ir.Table, columns: dict[str, str], source: Path) -> ir.Table:
+def _rename_columns(table: ir.Table, columns: dict[str, str], source: str | Path) -> ir.Table:
     """Apply ``[data.columns]`` (canonical name -> the file's column), checked against the file."""
     known = [*GENERIC_EVENT_COLUMNS, *GENERIC_EVENT_FLAGS]
     schema = table.schema()
@@ -333,7 +334,7 @@ def _read_generic(con: ibis.BaseBackend, cfg: DataConfig) -> Source:
     return Source(events, items, users, tuple(files), flags, notes)
 
 
-def _timestamp_unit(events: ir.Table, unit: str, source: Path) -> str:
+def _timestamp_unit(events: ir.Table, unit: str, source: str | Path) -> str:
     """The unit of an integer ``timestamp``; stops when the values' size says another unit than ``unit``."""
     column = events.timestamp
     if not column.type().is_integer() and not column.type().is_decimal():
@@ -379,7 +380,7 @@ def _check_timestamps(events: ir.Table, source: str) -> None:
         raise DataError(f"{source}: column 'timestamp' has {count} value(s) that are not a UTC timestamp (ISO-8601, e.g. 2024-03-01T12:00:00Z)")
 
 
-def _generic_items(con: ibis.BaseBackend, path: Path, notes: dict[str, object]) -> ir.Table:
+def _generic_items(con: ibis.BaseBackend, path: str | Path, notes: dict[str, object]) -> ir.Table:
     raw = read_table(con, path, "items file (data.items_path)")
     require_columns(raw, GENERIC_ITEM_COLUMNS, str(path))
     check_types(raw, GENERIC_ITEM_OPTIONAL, str(path))
@@ -407,7 +408,9 @@ def _generic_items(con: ibis.BaseBackend, path: Path, notes: dict[str, object]) 
     return one_row_per_key(items, "item_id", str(path), "items", notes)
 
 
-def _generic_users(con: ibis.BaseBackend, path: Path, notes: dict[str, object], categorical: tuple[str, ...] = ()) -> ir.Table:
+def _generic_users(
+    con: ibis.BaseBackend, path: str | Path, notes: dict[str, object], categorical: tuple[str, ...] = ()
+) -> ir.Table:
     raw = read_table(con, path, "users file (data.users_path)")
     require_columns(raw, {"user_id": "integer"}, str(path))
     return one_row_per_key(_static_users(raw, str(path), categorical), "user_id", str(path), "users", notes)

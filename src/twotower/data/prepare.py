@@ -20,7 +20,7 @@ import ibis.expr.types as ir
 from twotower.config import Config, ExperimentConfig
 from twotower.data.catalog import catalog_by_day, item_attributes, retrieval_sets
 from twotower.data.clean import add_local_time, canonical_events, clean_events, day_date, day_number
-from twotower.data.engine import connect
+from twotower.data.engine import open_engine
 from twotower.data.evalset import evaluable, played_rows
 from twotower.data.features import global_priors, join_key_stats, key_stats_by_day
 from twotower.data.filters import filter_clients, filter_items
@@ -29,7 +29,8 @@ from twotower.data.history import history_snapshots
 from twotower.data.ingest import Source, read_source, used_flags
 from twotower.data.outdir import claim, complete, release, write_parquet
 from twotower.data.sampling import sample_ratio, sample_weight
-from twotower.data.validate import DataError
+from twotower.data.storage import Location, locate
+from twotower.data.validate import DataError, float64
 from twotower.progress import Stages
 
 STEPS = (
@@ -50,7 +51,7 @@ ALL_KEYS, ITEM_KEYS, USER_KEYS = ("item_id", "creator_id", "user_id"), ("item_id
 
 @dataclass(frozen=True)
 class PrepareResult:
-    out_dir: Path
+    out_dir: str | Path  # as given: a local path or a URI
     funnel: Funnel
 
 
@@ -79,8 +80,10 @@ def select_window(events: ir.Table, first: dt.date, last: dt.date, what: str) ->
     """Rows of days first..last; an empty window stops with the requested and the present dates."""
     window = events.filter(events.day_n.between(day_number(first), day_number(last)))
     if window.count().execute() == 0:
-        days = events.day_n.to_pyarrow().unique().to_pylist()
-        present = f"{day_date(min(days))} .. {day_date(max(days))} ({len(days)} days)" if days else "none"
+        # an aggregate: the first and last day and how many there are, not every row's day
+        span = events.aggregate(lo=events.day_n.min(), hi=events.day_n.max(), n=events.day_n.nunique())
+        row = span.to_pyarrow().to_pylist()[0]
+        present = f"{day_date(row['lo'])} .. {day_date(row['hi'])} ({row['n']} days)" if row["n"] else "none"
         raise DataError(f"no events in the {what} {first} .. {last}; the data has days {present}")
     return window
 
@@ -149,7 +152,7 @@ def add_base_features(rows: ir.Table, tables: BaseFeatureTables, keys: tuple[str
         rows = rows.left_join(upload, "item_id").drop("item_id_right")
         rows = rows.mutate(item_age_days=ibis.coalesce(rows.day_n - rows.upload_day, -1).cast("float64")).drop("upload_day")
     else:
-        rows = rows.mutate(item_age_days=ibis.literal(-1.0))
+        rows = rows.mutate(item_age_days=float64(-1.0))
     return rows.mutate(item_duration_s=rows.duration_ms / 1000.0)
 
 
@@ -162,7 +165,7 @@ def item_table(events: ir.Table, items: ir.Table | None, filtered: ir.Table) -> 
         played = played.left_join(items, "item_id").drop("item_id_right")
     in_train = filtered.select("item_id").distinct().mutate(in_train=ibis.literal(True))
     table = played.left_join(in_train, "item_id").drop("item_id_right")
-    return table.mutate(in_train=ibis.coalesce(table.in_train, False)).order_by("item_id")
+    return table.mutate(in_train=ibis.coalesce(table.in_train, False))
 
 
 def write_catalog_and_retrieval_sets(
@@ -172,7 +175,7 @@ def write_catalog_and_retrieval_sets(
     base_tables: BaseFeatureTables,
     val_day: int,
     cfg: Config,
-    out_dir: Path,
+    out_dir: Location,
     funnel: Funnel,
 ) -> ir.Table:
     """Write catalog.parquet (every day in ``days``), retrieval_users/targets and seen.parquet (the
@@ -180,12 +183,13 @@ def write_catalog_and_retrieval_sets(
     attributes = item_attributes(all_events, base_tables.items)
     catalog = catalog_by_day(attributes, days, lambda rows: add_base_features(rows, base_tables, ITEM_KEYS))
     catalog = catalog.drop("duration_ms").cache()
-    write_parquet(_with_date(catalog).order_by(["day", "item_id"]), out_dir / "catalog.parquet")
+    by_day = cfg.data.partition_by_day
+    write_parquet(catalog, out_dir / "catalog.parquet", ("day", "item_id"), by_day)
     sets = retrieval_sets(events, val_day, cfg.history.lookback_days, catalog.filter(catalog.day_n == val_day))
     users = add_base_features(sets.users, base_tables, USER_KEYS).cache()
-    write_parquet(_with_date(users).order_by("user_id"), out_dir / "retrieval_users.parquet")
-    write_parquet(sets.targets.order_by(["user_id", "item_id"]), out_dir / "retrieval_targets.parquet")
-    write_parquet(sets.seen.order_by(["user_id", "item_id"]), out_dir / "seen.parquet")
+    write_parquet(users, out_dir / "retrieval_users.parquet", ("user_id",), by_day)
+    write_parquet(sets.targets, out_dir / "retrieval_targets.parquet", ("user_id", "item_id"))
+    write_parquet(sets.seen, out_dir / "seen.parquet", ("user_id", "item_id"))
     targets = sets.targets
     counts = targets.aggregate(
         users=targets.user_id.nunique(),
@@ -204,33 +208,33 @@ def write_catalog_and_retrieval_sets(
     return users
 
 
-def _with_date(table: ir.Table) -> ir.Table:
-    return table.mutate(day=ibis.date(1970, 1, 1) + table.day_n.as_interval("D")).drop("day_n")
-
-
 def prepare_experiment(
-    cfg: Config, exp: ExperimentConfig, out_dir: Path, overwrite: bool = False, progress: bool = True
+    cfg: Config, exp: ExperimentConfig, out_dir: str | Path, overwrite: bool = False, progress: bool = True
 ) -> PrepareResult:
     """Write train/eval/history/items/users/popularity Parquet files and funnel.json into ``out_dir``.
 
-    ``out_dir`` must be new, empty or (with ``overwrite``) an interrupted result; a completed one is never
-    replaced (see ``outdir.py``). On an error nothing is left behind; ``prepare.json`` marks completion.
+    ``out_dir`` (a local path or a URI) must be new, empty or (with ``overwrite``) an interrupted result; a
+    completed one is never replaced (see ``outdir.py``). On an error nothing is left behind;
+    ``prepare.json`` marks completion.
     """
     info = {"config": cfg.name, "experiment": exp.id}
-    created = claim(out_dir, overwrite, info)
+    location = locate(out_dir)
+    created = claim(location, overwrite, info)
     try:
-        result = _prepare_into(cfg, exp, out_dir, progress)
+        funnel = _prepare_into(cfg, exp, location, progress)
     except BaseException:
-        release(out_dir, created)
+        release(location, created)
         raise
-    complete(out_dir, info)
-    return result
+    complete(location, info)
+    return PrepareResult(out_dir, funnel)
 
 
-def _prepare_into(cfg: Config, exp: ExperimentConfig, out_dir: Path, progress: bool) -> PrepareResult:
+def _prepare_into(cfg: Config, exp: ExperimentConfig, out_dir: Location, progress: bool) -> Funnel:
     step = Stages(f"prepare experiment {exp.id}", STEPS, enabled=progress)
     funnel = Funnel()
-    all_events, source = load_events(connect(cfg.data.engine), cfg, funnel)
+    engine = open_engine(cfg.data)
+    funnel.notes["engine"] = engine.note
+    all_events, source = load_events(engine.con, cfg, funnel)
     step("read and clean")
     lookback_start = exp.train_start - dt.timedelta(days=cfg.history.lookback_days)
     events = select_window(all_events, lookback_start, exp.val_date, "experiment's days (lookback included)")
@@ -252,9 +256,10 @@ def _prepare_into(cfg: Config, exp: ExperimentConfig, out_dir: Path, progress: b
     step("base features")
     outcome_columns = ("fraction_watch", "watch_ms", "like", "share", "follow", "comment")
     examples = add_base_features(examples.drop(*outcome_columns), base_tables)
-    write_parquet(_with_date(examples).order_by(["day", "user_id", "ts_ms", "item_id"]), out_dir / "train.parquet")
+    by_day = cfg.data.partition_by_day
+    write_parquet(examples, out_dir / "train.parquet", ("day", "user_id", "ts_ms", "item_id"), by_day)
     eval_rows = add_base_features(eval_rows, base_tables)
-    write_parquet(_with_date(eval_rows).order_by(["user_id", "item_id"]), out_dir / "eval.parquet")
+    write_parquet(eval_rows, out_dir / "eval.parquet", ("user_id", "item_id"), by_day)
     step("write examples")
     retrieval_users = write_catalog_and_retrieval_sets(all_events, events, days, base_tables, val_day, cfg, out_dir, funnel)
     step("catalog and retrieval sets")
@@ -262,16 +267,17 @@ def _prepare_into(cfg: Config, exp: ExperimentConfig, out_dir: Path, progress: b
     needed = needed.union(retrieval_users.select("user_id", "day_n")).distinct()
     item_watch = base_tables.by_key["item_id"].select("item_id", "day_n", "item_mean_watch_s")
     history = history_snapshots(events, needed, item_watch, cfg.history.lookback_days, cfg.history.max_items)
-    write_parquet(_with_date(history).order_by(["day", "user_id"]), out_dir / "history.parquet")
+    write_parquet(history, out_dir / "history.parquet", ("day", "user_id"), by_day)
     step("history snapshots")
-    write_parquet(item_table(events, source.items, filtered), out_dir / "items.parquet")
+    write_parquet(item_table(events, source.items, filtered), out_dir / "items.parquet", ("item_id",))
     if source.users is not None:
-        write_parquet(source.users.order_by("user_id"), out_dir / "users.parquet")
-    popularity = train.group_by("item_id").aggregate(plays=train.count(), positives=train.label.sum().cast("int64"))
-    write_parquet(popularity.order_by("item_id"), out_dir / "popularity.parquet")
+        write_parquet(source.users, out_dir / "users.parquet", ("user_id",))
+    # count(where=): BIGINT on every engine (DuckDB's SUM of integers is a HUGEINT, written as a double)
+    popularity = train.group_by("item_id").aggregate(plays=train.count(), positives=train.count(where=train.label == 1))
+    write_parquet(popularity, out_dir / "popularity.parquet", ("item_id",))
     step("items, users, popularity")
     funnel.notes["sources"] = list(source.files)
     funnel.notes["step_seconds"] = step.seconds
     funnel.write(out_dir / "funnel.json")
     step.close()
-    return PrepareResult(out_dir, funnel)
+    return funnel

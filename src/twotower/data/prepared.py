@@ -1,4 +1,9 @@
-"""Reading what ``prepare`` wrote for one experiment (the file layout is in ``schema.py``)."""
+"""Reading what ``prepare`` wrote for one experiment (the file layout is in ``schema.py``).
+
+A table ``<name>.parquet`` is one Parquet file, or (``data.partition_by_day``) a directory of Hive
+folders ``day=YYYY-MM-DD/`` holding Parquet parts; :func:`read_table` reads both into the same frame: the
+same columns in the same order, ``day`` a timestamp at midnight, rows in the order they were written.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from twotower.data.storage import locate
 
 MARKER = "prepare.json"  # written last by prepare: {"state": "completed", ...}
+DAY_TYPE = pa.timestamp("us")  # how a single-file table stores `day` (midnight, no zone)
+
+
+def read_arrow(path: str | Path) -> pa.Table:
+    """One prepared table (a file, or a directory partitioned by day) as an Arrow table; ``path`` is a
+    local path or a URI."""
+    location = locate(path)
+    if not location.is_dir():
+        with location.open_file() as handle:
+            return pq.read_table(handle)
+    partitioning = ds.partitioning(pa.schema([("day", pa.date32())]), flavor="hive")
+    dataset = ds.dataset(location.path, filesystem=location.fs, format="parquet", partitioning=partitioning)
+    table = dataset.to_table()
+    if "day" in table.column_names:
+        day = table.column("day").cast(DAY_TYPE)
+        table = table.drop(["day"]).append_column(pa.field("day", DAY_TYPE), day)
+    return table
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """One prepared table as a DataFrame, whatever its layout (see the module docstring)."""
+    return read_arrow(path).to_pandas()
 
 
 @dataclass(frozen=True)
@@ -32,21 +64,22 @@ class PreparedTables:
             raise ValueError(f"{directory} holds no complete prepared data; run `twotower prepare` (again) first")
         users = directory / "users.parquet"
         return cls(
-            *(pd.read_parquet(directory / f"{name}.parquet") for name in ("train", "eval", "history", "items")),
-            pd.read_parquet(users) if users.exists() else None,
-            pd.read_parquet(directory / "popularity.parquet"),
+            *(read_table(directory / f"{name}.parquet") for name in ("train", "eval", "history", "items")),
+            read_table(users) if users.exists() else None,
+            read_table(directory / "popularity.parquet"),
             json.loads((directory / "funnel.json").read_text()),
             directory,
         )
 
     def read_extra(self, name: str) -> pd.DataFrame:
         """Another table of the directory (catalog, retrieval_users, retrieval_targets, seen)."""
-        return pd.read_parquet(self.directory / f"{name}.parquet")
+        return read_table(self.directory / f"{name}.parquet")
 
 
-def is_complete(directory: Path) -> bool:
-    """Whether ``prepare`` finished writing ``directory`` (its marker prepare.json says completed)."""
+def is_complete(directory: str | Path) -> bool:
+    """Whether ``prepare`` finished writing ``directory`` (its marker prepare.json says completed); a
+    local path or a URI."""
     try:
-        return json.loads((Path(directory) / MARKER).read_text()).get("state") == "completed"
+        return json.loads((locate(directory) / MARKER).read_text()).get("state") == "completed"
     except (OSError, ValueError):
         return False

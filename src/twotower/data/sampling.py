@@ -14,6 +14,7 @@ import ibis
 import ibis.expr.types as ir
 
 from twotower.config import SampleWeightConfig, SamplingConfig
+from twotower.data.validate import float64
 
 # The series' event weights for positives (negatives weigh 1.0).
 EVENT_WEIGHTS = {"watched": 1.2, "liked": 1.5, "shared": 2.0, "any two": 2.5, "all three": 3.0}
@@ -46,26 +47,22 @@ def row_hash(rows: ir.Table, seed: int) -> ir.IntegerValue:
 def sample_weight(rows: ir.Table, cfg: SampleWeightConfig, watched: ir.BooleanValue) -> ir.FloatingValue:
     """Per-row weight: ``none`` 1.0; ``sqrt_watch_seconds`` positives min(sqrt(s), cap); ``events``.
 
-    Literals are typed float64: Spark would read a bare 1.0 as a decimal."""
-
-    def f64(value: float) -> ir.FloatingScalar:
-        return ibis.literal(value, type="float64")
-
+    Literals are DOUBLE on every engine (``validate.float64``): Spark would read a bare 1.0 as a decimal."""
     if cfg.mode == "none":
-        return f64(1.0)
+        return float64(1.0)
     if cfg.mode == "sqrt_watch_seconds":
-        positive = ibis.least((rows.watch_ms / 1000.0).sqrt(), f64(cfg.cap))
-        return ibis.ifelse(rows.label == 1, positive, f64(1.0))
+        positive = ibis.least((rows.watch_ms / 1000.0).sqrt(), float64(cfg.cap))
+        return ibis.ifelse(rows.label == 1, positive, float64(1.0))
     liked, shared = rows.like > 0, rows.share > 0
     n = watched.cast("int8") + liked.cast("int8") + shared.cast("int8")
     positive = ibis.cases(
-        (n == 3, f64(EVENT_WEIGHTS["all three"])),
-        (n == 2, f64(EVENT_WEIGHTS["any two"])),
-        (shared, f64(EVENT_WEIGHTS["shared"])),
-        (liked, f64(EVENT_WEIGHTS["liked"])),
-        else_=f64(EVENT_WEIGHTS["watched"]),
+        (n == 3, float64(EVENT_WEIGHTS["all three"])),
+        (n == 2, float64(EVENT_WEIGHTS["any two"])),
+        (shared, float64(EVENT_WEIGHTS["shared"])),
+        (liked, float64(EVENT_WEIGHTS["liked"])),
+        else_=float64(EVENT_WEIGHTS["watched"]),
     )
-    return ibis.ifelse(rows.label == 1, ibis.least(positive, f64(cfg.cap)), f64(1.0))
+    return ibis.ifelse(rows.label == 1, ibis.least(positive, float64(cfg.cap)), float64(1.0))
 
 
 def target_counts(positives: int, negatives: int, cfg: SamplingConfig) -> tuple[int, int]:

@@ -83,6 +83,15 @@ def as_int64(table: ir.Table, columns: Iterable[str], source: str) -> ir.Table:
     return table.mutate(**{c: table[c].cast("int64") for c in columns})
 
 
+def float64(value: float) -> ir.FloatingScalar:
+    """A float64 literal that every engine types as DOUBLE.
+
+    Ibis writes a float literal as bare SQL (``1.5``), which Spark reads as DECIMAL(2,1), and folds a cast
+    of a literal away; the shortest decimal text cast to DOUBLE is exact on every engine.
+    """
+    return ibis.literal(repr(float(value))).cast("float64")
+
+
 def not_finite(column: ir.NumericValue) -> ir.BooleanValue:
     """NaN or ±inf (never NULL: a missing value is not "not finite").
 
