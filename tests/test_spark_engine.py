@@ -72,6 +72,8 @@ def test_kuairand_days_prepare_the_same_on_spark_through_uris(tmp_path, spark_se
     prepare_experiment(spark, window, f"file://{tmp_path}/spark", progress=False)
     days = sorted(p.name for p in (tmp_path / "spark" / "train.parquet").iterdir() if not p.name.startswith(("_", ".")))
     assert days == ["day=2022-04-29", "day=2022-04-30"]  # Spark's _SUCCESS markers aside
+    # tables without a day: parts written in parallel (seen), one file for the per-item/user tables
+    assert (tmp_path / "spark" / "seen.parquet").is_dir() and (tmp_path / "spark" / "items.parquet").is_file()
     parity = compare_prepared(tmp_path / "duckdb", tmp_path / "spark", ignore_notes=("engine", "step_seconds", "sources"))
     assert parity.same, parity.differences
     assert set(parity.rows) == set(OUTPUTS)

@@ -113,3 +113,14 @@ def test_file_stats_of_a_uri_equal_those_of_the_path(tiny):
     assert [name for name, _, _ in stats] == ["events.parquet", "items.parquet"]
     assert stats == [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.iterdir())]
     assert file_stats(f"file://{root}/none") == [f"file://{root}/none", None]
+
+
+def test_a_gzip_csv_behind_a_uri_is_read(tmp_path):
+    from tests.tinylog import events_frame
+    from twotower.data.engine import connect
+    from twotower.data.readers import read_table as read_source_table
+
+    frame = events_frame()
+    frame.to_csv(tmp_path / "events.csv.gz", index=False)  # pandas compresses by the suffix
+    table = read_source_table(connect(), f"file://{tmp_path}/events.csv.gz", "events file")
+    assert table.count().execute() == len(frame) and table.schema()["user_id"].is_integer()

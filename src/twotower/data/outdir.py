@@ -34,8 +34,6 @@ from twotower.data.validate import DataError
 
 OUTPUTS = ("train", "eval", "history", "items", "users", "popularity", "catalog", "retrieval_users", "retrieval_targets", "seen")
 FILES = (*(f"{name}.parquet" for name in OUTPUTS), "funnel.json", MARKER)
-# One file whatever the layout: a row per item or per user, read whole by the content stage and the baselines.
-DIMENSIONS = ("items", "users", "popularity")
 
 
 def _now() -> str:
@@ -117,14 +115,16 @@ def write_parquet(
     """Execute ``table`` into the Parquet output ``target`` atomically (see the module docstring).
 
     ``table`` has an integer ``day_n`` (days since 1970-01-01) when it is per day: it is written as
-    ``day``, a timestamp at midnight (no zone), or with ``by_day`` as Hive folders ``day=YYYY-MM-DD/``
-    (``data.prepared.read_table`` restores the timestamp). Otherwise the output is one Parquet file, also
-    on Spark (its parts are written by one task: prefer ``by_day`` for large data). Rows are sorted by
-    ``order_by`` (``day`` for the day).
+    ``day``, a timestamp at midnight (no zone), or with ``by_day`` (the layout for large data) as Hive
+    folders ``day=YYYY-MM-DD/`` (``data.prepared.read_table`` restores the timestamp). Otherwise the
+    output is one Parquet file; on Spark its rows then pass through one task, so with ``by_day`` a table
+    without a day is written by Spark as a directory of parts instead. Rows are sorted by ``order_by``
+    (``day`` for the day).
     """
     target = locate(target)
     con = table.get_backend()
-    by_day = by_day and "day_n" in table.schema()
+    parts = by_day and "day_n" not in table.schema()
+    by_day = by_day and not parts
     if "day_n" in table.schema():
         # explicit casts: date + interval is a TIMESTAMP on DuckDB and a DATE on Spark
         day = (ibis.date(1970, 1, 1) + table.day_n.as_interval("D")).cast("timestamp")
@@ -132,29 +132,31 @@ def write_parquet(
     if order_by:
         table = table.order_by(list(order_by))
     if con.name == "pyspark":
-        write_atomic(target, lambda tmp: _spark_write(con, table, tmp, by_day))
+        write_atomic(target, lambda tmp: _spark_write(con, table, tmp, by_day, parts))
     else:
         options = {"partition_by": ("day",)} if by_day else {}
         write_atomic(target, lambda tmp: table.to_parquet(engine_uri(tmp, con.name), **options))
     return target
 
 
-def _spark_write(con: ibis.BaseBackend, table: ir.Table, target: Location, by_day: bool) -> None:
-    """Spark writes a directory of part files: by day in parallel, else one part moved to ``target``."""
+def _spark_write(con: ibis.BaseBackend, table: ir.Table, target: Location, by_day: bool, parts: bool) -> None:
+    """Spark writes a directory of part files: by day or as parts in parallel, else one part moved to ``target``."""
     from pyspark.sql import functions as F
 
+    con._run_pre_execute_hooks(table)  # noqa: SLF001 - what Ibis's own writers do first (in-memory tables)
     frame = spark_session(con).sql(con.compile(table))
     # a zone-free timestamp, as DuckDB writes it (Spark's TIMESTAMP is an instant, written with UTC)
     stamps = [f.name for f in frame.schema.fields if f.dataType.typeName() == "timestamp"]
     frame = frame.select(*[F.col(c).cast("timestamp_ntz").alias(c) if c in stamps else F.col(c) for c in frame.columns])
-    if by_day:
-        frame.write.partitionBy("day").parquet(engine_uri(target, con.name))
+    if by_day or parts:
+        writer = frame.write.partitionBy("day") if by_day else frame.write
+        writer.parquet(engine_uri(target, con.name))
         return
-    parts = target.parent / f".{target.name}.parts"
+    directory = target.parent / f".{target.name}.parts"
     try:
-        frame.coalesce(1).write.parquet(engine_uri(parts, con.name))
-        (part,) = [f for f in parts.files(recursive=False) if f.name.endswith(".parquet") and not f.name.startswith((".", "_"))]
+        frame.coalesce(1).write.parquet(engine_uri(directory, con.name))
+        (part,) = [f for f in directory.files(recursive=False) if f.name.endswith(".parquet") and not f.name.startswith((".", "_"))]
         target.fs.move(part.path, target.path)
     finally:
         with contextlib.suppress(OSError):
-            parts.remove()
+            directory.remove()

@@ -188,8 +188,8 @@ def write_catalog_and_retrieval_sets(
     sets = retrieval_sets(events, val_day, cfg.history.lookback_days, catalog.filter(catalog.day_n == val_day))
     users = add_base_features(sets.users, base_tables, USER_KEYS).cache()
     write_parquet(users, out_dir / "retrieval_users.parquet", ("user_id",), by_day)
-    write_parquet(sets.targets, out_dir / "retrieval_targets.parquet", ("user_id", "item_id"))
-    write_parquet(sets.seen, out_dir / "seen.parquet", ("user_id", "item_id"))
+    write_parquet(sets.targets, out_dir / "retrieval_targets.parquet", ("user_id", "item_id"), by_day)
+    write_parquet(sets.seen, out_dir / "seen.parquet", ("user_id", "item_id"), by_day)
     targets = sets.targets
     counts = targets.aggregate(
         users=targets.user_id.nunique(),

@@ -17,7 +17,10 @@ items    one row per item: item_id int64, creator_id int64 (nullable), duration_
 users    one row per user: user_id int64 and static numeric columns named ``static_*`` (KuaiRand:
     user_features_*.csv, one snapshot of unknown date: treated as static)
 
-Files written by ``prepare`` into ``<out>/`` for one experiment:
+Files written by ``prepare`` into ``<out>/`` for one experiment (a local directory or a URI). Each table is
+one Parquet file; with ``data.partition_by_day`` the tables with a ``day`` are directories of Hive folders
+``day=YYYY-MM-DD/`` (read them with ``prepared.read_table``). ``day`` is a timestamp at midnight without a
+zone (``timestamp[us]``) on every engine:
 
     train.parquet      training examples after filters and 5:5 sampling: EXAMPLE_KEYS + CONTEXT + label,
                        weight + base features (USER_BASE, ITEM_BASE, CREATOR_BASE)
@@ -28,7 +31,7 @@ Files written by ``prepare`` into ``<out>/`` for one experiment:
     items.parquet      canonical items, restricted to items that occur in the logs, + ``in_train`` (bool: the
                        item occurs in the filtered training window, the set PCA is fitted on)
     users.parquet      canonical users (static features)
-    popularity.parquet item_id, plays: plays in the cleaned training window before filters (baseline)
+    popularity.parquet item_id, plays, positives (int64): plays in the cleaned training window before filters
     funnel.json        rows, users, items and positive share after each step; drops with their reasons
     prepare.json       {"state": "running" | "completed", ...}: written first and, as "completed", last
                        (see ``outdir.py``); every Parquet file is written under a temporary name, then renamed

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import gzip as gzip_module
 import io
 import json
 import posixpath
@@ -106,7 +107,8 @@ class Location:
         return self / posixpath.relpath(path, self.path.rstrip("/") or "/")
 
     def open(self) -> IO[bytes]:
-        return self.fs.open_input_stream(self.path)
+        """The file's bytes as stored (no decompression by suffix)."""
+        return self.fs.open_input_stream(self.path, compression=None)
 
     def open_file(self) -> pa.NativeFile:
         """A random-access file (for Parquet footers)."""
@@ -206,5 +208,5 @@ def write_json(target: Location, payload: object) -> None:
 def text_lines(location: Location, gzip: bool) -> Iterator[io.TextIOWrapper]:
     """The file as text lines (``newline=""`` as the csv module wants); ``gzip``: decompress."""
     with location.open() as raw:
-        stream = pa.CompressedInputStream(raw, "gzip") if gzip else raw
+        stream = gzip_module.GzipFile(fileobj=raw) if gzip else raw
         yield io.TextIOWrapper(stream, encoding="utf-8", newline="")
