@@ -21,6 +21,7 @@ from twotower.data.prepare import prepare_experiment
 from twotower.data.prepared import PreparedTables, read_table
 from twotower.data.storage import file_stats, locate
 from twotower.data.validate import DataError
+from twotower.reuse import link_files
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,9 @@ def test_partitioned_by_day_reads_back_as_the_single_files(tiny):
     assert parity.same, parity.differences
     tables = PreparedTables.read(out)
     assert str(tables.train.day.dtype) == "datetime64[us]" and len(tables.train) == parity.rows["train"]
+    # the run cache links a prepared directory into each run: the day folders come along
+    link_files(out, root / "linked")
+    assert compare_prepared(out, root / "linked").same
 
 
 def test_single_file_types(tiny):

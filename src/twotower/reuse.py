@@ -92,9 +92,13 @@ def cache_dir(cfg: Config, stage: str, key: str) -> Path:
 
 def link_files(source: Path, target: Path) -> None:
     """Put every file of ``source`` into ``target`` (created), as hard links where the filesystem allows
-    (no copy, no extra space; the files are never modified in place), else as copies."""
+    (no copy, no extra space; the files are never modified in place), else as copies. Directories (a
+    table partitioned by day, data.partition_by_day) are linked file by file."""
     target.mkdir(parents=True, exist_ok=True)
     for path in sorted(source.iterdir()):
+        if path.is_dir():
+            link_files(path, target / path.name)
+            continue
         if not path.is_file():
             continue
         try:

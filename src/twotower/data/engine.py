@@ -34,6 +34,11 @@ SPARK_DEFAULTS = {
 }
 
 
+# The Spark session open_engine started in this process, and what it was started with (a later prepare,
+# e.g. the next experiment, reuses it and says so).
+_started: tuple[SparkSession, str] | None = None
+
+
 @dataclass(frozen=True)
 class Engine:
     """A connected backend and what was used, in words (``note``), for the funnel and the console."""
@@ -79,13 +84,17 @@ def _duckdb(settings: DuckDBSettings) -> Engine:
 
 
 def _spark(settings: SparkSettings) -> Engine:
+    global _started
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:  # pragma: no cover - depends on the optional extra
         raise RuntimeError("engine 'spark' needs the spark extra: pip install 'twotower[spark]'") from exc
     active = SparkSession.getActiveSession()
+    if active is not None and _started is not None and _started[0] is active:
+        return Engine(ibis.pyspark.connect(active), _started[1])  # the session an earlier prepare started
     if active is not None:
-        # spark-submit, a notebook or a test made the session: use it as it is (its master and conf)
+        # spark-submit, a notebook or a test made the session: use it as it is (its master and conf;
+        # Ibis sets the session time zone to UTC, which the data steps need)
         master = active.sparkContext.master
         note = f"spark {active.version}: the active session (master {master}) as it is; [data.spark] was not applied"
         return Engine(ibis.pyspark.connect(active), note)
@@ -95,6 +104,7 @@ def _spark(settings: SparkSettings) -> Engine:
     session = builder.getOrCreate()
     given = ", ".join(f"{k}={v}" for k, v in settings.conf.items()) or "no [data.spark.conf]"
     note = f"spark {session.version}: a new session, master {settings.master} ({given})"
+    _started = (session, note.replace("a new session", "the session this process started"))
     return Engine(ibis.pyspark.connect(session), note)
 
 
