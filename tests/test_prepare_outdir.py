@@ -106,6 +106,7 @@ def test_rerun_into_an_interrupted_result_offers_overwrite(killed, tmp_path):
     result = CliRunner().invoke(app, ["prepare", str(config), "--out", str(cli_out), "--overwrite"])
     assert result.exit_code == 0, result.output
     assert "local days and hours in time zone Asia/Shanghai (data.timezone)" in result.output
+    assert "- engine: duckdb v" in result.output and "threads, memory limit" in result.output
     for name in ("train", "eval", "history", "items", "popularity"):  # the same as the resumed run's
         pd.testing.assert_frame_equal(pd.read_parquet(out / f"{name}.parquet"), pd.read_parquet(cli_out / "experiment_1" / f"{name}.parquet"))
     assert not list(cli_out.glob("experiment_1/.*"))

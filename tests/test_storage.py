@@ -128,3 +128,24 @@ def test_a_gzip_csv_behind_a_uri_is_read(tmp_path):
     frame.to_csv(tmp_path / "events.csv.gz", index=False)  # pandas compresses by the suffix
     table = read_source_table(connect(), f"file://{tmp_path}/events.csv.gz", "events file")
     assert table.count().execute() == len(frame) and table.schema()["user_id"].is_integer()
+
+
+def test_the_command_line_takes_uris_for_data_and_out(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from twotower.cli import app
+
+    root, events, items = tiny
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        'name = "tiny"\nseed = 7\n[data]\nadapter = "generic"\npath = "nowhere.parquet"\n'
+        f'items_path = "file://{items}"\ntimezone = "Asia/Shanghai"\n'
+        "[filters.client]\nmin_interactions = 3\nmax_interactions = 5\n[features]\nsmoothing = 5.0\n"
+        "[[experiments]]\nid = 1\ntrain_start = 2022-05-01\ntrain_end = 2022-05-03\nval_date = 2022-05-04\n"
+    )
+    out = f"file://{tmp_path}/out"
+    result = CliRunner().invoke(app, ["prepare", str(config), "--data", f"file://{events}", "--out", out])
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith(f"wrote {out}/experiment_1")
+    parity = compare_prepared(root / "plain", tmp_path / "out" / "experiment_1", ignore_notes=("engine", "step_seconds", "sources"))
+    assert parity.same, parity.differences

@@ -62,4 +62,6 @@ class Funnel:
                 lines.append("- dropped: none")
         if "time zone" in self.notes:
             lines.append(f"- local days and hours in time zone {self.notes['time zone']}")
+        if "engine" in self.notes:
+            lines.append(f"- engine: {self.notes['engine']}")
         return "\n".join(lines)
