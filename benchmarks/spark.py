@@ -4,7 +4,7 @@ Cases (each in a fresh subprocess; peak memory is the resident set of its whole 
 psutil, so Spark's JVM counts):
 
 * ``synthetic``: a deterministic synthetic log of ``--events`` plays (benchmarks/synthetic.py), on DuckDB
-  and on Spark ``local[2]``;
+  and on Spark ``local[2]``, and the two results compared as below;
 * ``kuairand``: experiment 1 of configs/kuairand_blip_history.toml on the KuaiRand-Pure slice
   (../shared/data), on both engines, and the two prepared directories compared table by table
   (``twotower.data.parity``: same columns, types and rows, floats to 1e-9).
@@ -127,6 +127,11 @@ def main() -> None:
                 load = _load()
                 results["cases"][f"synthetic_{args.events}_{engine}"] = {"load_before": load, **run_case(spec)}
                 print(f"synthetic {args.events:,} {engine}: {results['cases'][f'synthetic_{args.events}_{engine}']['wall_s']} s", flush=True)
+            from twotower.data.parity import compare_prepared
+
+            parity = compare_prepared(tmp / "syn_duckdb", tmp / "syn_spark")
+            results["synthetic_parity"] = {"same": parity.same, "rows": parity.rows, "differences": parity.differences}
+            print(f"synthetic parity: {'same' if parity.same else parity.differences}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     summary = {k: {m: v[m] for m in ("wall_s", "peak_rss_gib", "load_before")} for k, v in results["cases"].items()}

@@ -61,9 +61,21 @@ def test_spark_matches_duckdb(tmp_path, spark_session):
 
 
 @pytest.mark.skipif(not kuairand_cut.available(), reason=f"KuaiRand-Pure slice not found at {kuairand_cut.KUAIRAND}")
-def test_kuairand_days_prepare_the_same_on_spark_through_uris(tmp_path, spark_session):
+def test_kuairand_days_prepare_the_same_on_spark_through_uris(tmp_path, spark_session, monkeypatch):
     """Three days of the real log: DuckDB from a plain path into single files; Spark from a file:// URI
-    into a file:// URI, partitioned by day. Every table the same, types included."""
+    into a file:// URI, partitioned by day. Every table the same, types included; and no query Spark
+    writes a table with moves it into a single partition (no global window, sort or collection in one
+    task; the per-item and per-user tables are then written as one file each)."""
+    from twotower.data import outdir
+    from twotower.data.engine import spark_session as session_of
+
+    plans, write = {}, outdir._spark_write
+
+    def planned(con, table, target, *args):
+        plans[target.name.split(".")[1]] = session_of(con).sql(con.compile(table))._jdf.queryExecution().executedPlan().toString()
+        return write(con, table, target, *args)
+
+    monkeypatch.setattr(outdir, "_spark_write", planned)
     data = kuairand_cut.write_cut(tmp_path / "kuairand", dt.date(2022, 4, 29), dt.date(2022, 5, 1))
     window = ExperimentConfig(id=1, train_start="2022-04-29", train_end="2022-04-30", val_date="2022-05-01")
     duck = load_config(kuairand_cut.CONFIG, data_path=data)
@@ -78,6 +90,11 @@ def test_kuairand_days_prepare_the_same_on_spark_through_uris(tmp_path, spark_se
     assert parity.same, parity.differences
     assert set(parity.rows) == set(OUTPUTS)
     assert parity.rows["train"] > 4000 and parity.rows["eval"] > 5000 and parity.rows["users"] == 27285
+    assert sorted(plans) == sorted(OUTPUTS)
+    for name, plan in plans.items():
+        assert "SinglePartition" not in plan, name
+        windows = [line for line in plan.splitlines() if "Window [" in line]
+        assert all(", [user_id#" in line for line in windows), (name, windows)  # partitioned by user (history)
 
 
 def _funnel(cfg_dict: dict, engine: str) -> dict:
