@@ -6,6 +6,7 @@ driver, the URI handed to the engine); the results must equal those of plain pat
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pandas as pd
@@ -78,6 +79,9 @@ def test_partitioned_by_day_reads_back_as_the_single_files(tiny):
         pd.testing.assert_frame_equal(read_table(out / f"{name}.parquet"), pd.read_parquet(root / "plain" / f"{name}.parquet"))
     parity = compare_prepared(root / "plain", out)
     assert parity.same, parity.differences
+    one_day = [read_table(directory / "catalog.parquet", dt.date(2022, 5, 2)) for directory in (out, root / "plain")]
+    pd.testing.assert_frame_equal(*one_day)
+    assert sorted(one_day[0].item_id) == [10, 11, 12, 13, 14, 15] and set(one_day[0].day.astype(str)) == {"2022-05-02"}
     tables = PreparedTables.read(out)
     assert str(tables.train.day.dtype) == "datetime64[us]" and len(tables.train) == parity.rows["train"]
     # the run cache links a prepared directory into each run: the day folders come along

@@ -26,7 +26,7 @@ import pandas as pd
 from twotower.config import Config
 from twotower.data.catalog import catalog_by_day, item_attributes
 from twotower.data.clean import day_number
-from twotower.data.engine import connect
+from twotower.data.engine import open_engine
 from twotower.data.funnel import Funnel
 from twotower.data.history import history_snapshots
 from twotower.data.prepare import ITEM_KEYS, USER_KEYS, add_base_features, base_feature_tables, load_events
@@ -66,7 +66,7 @@ def day_state(
 
     A requested user without a play in the window is cold: no past (``user_has_past = 0``, the prior rate),
     empty histories, nothing seen."""
-    con = con or connect(cfg.data.engine)
+    con = con or open_engine(cfg.data).con
     all_events, source = load_events(con, cfg, Funnel())
     d, lookback = day_number(day), cfg.history.lookback_days
     events = all_events.filter(all_events.day_n.between(d - lookback, d - 1))

@@ -7,6 +7,7 @@ same columns in the same order, ``day`` a timestamp at midnight, rows in the ord
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,31 +17,33 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from twotower.data.storage import locate
+from twotower.data.storage import Location, locate
 
 MARKER = "prepare.json"  # written last by prepare: {"state": "completed", ...}
 DAY_TYPE = pa.timestamp("us")  # how a single-file table stores `day` (midnight, no zone)
 
 
-def read_arrow(path: str | Path) -> pa.Table:
+def read_arrow(path: str | Path | Location, day: dt.date | None = None) -> pa.Table:
     """One prepared table (a file, or a directory partitioned by day) as an Arrow table; ``path`` is a
-    local path or a URI."""
+    local path or a URI; ``day``: only that day's rows (of a table with a day)."""
     location = locate(path)
     if not location.is_dir():
+        at = pa.scalar(dt.datetime.combine(day, dt.time()), DAY_TYPE) if day is not None else None
         with location.open_file() as handle:
-            return pq.read_table(handle)
+            return pq.read_table(handle, filters=None if at is None else ds.field("day") == at)
     partitioning = ds.partitioning(pa.schema([("day", pa.date32())]), flavor="hive")
     dataset = ds.dataset(location.path, filesystem=location.fs, format="parquet", partitioning=partitioning)
-    table = dataset.to_table()
+    table = dataset.to_table(filter=None if day is None else ds.field("day") == pa.scalar(day, pa.date32()))
     if "day" in table.column_names:
         day = table.column("day").cast(DAY_TYPE)
         table = table.drop(["day"]).append_column(pa.field("day", DAY_TYPE), day)
     return table
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """One prepared table as a DataFrame, whatever its layout (see the module docstring)."""
-    return read_arrow(path).to_pandas()
+def read_table(path: str | Path | Location, day: dt.date | None = None) -> pd.DataFrame:
+    """One prepared table as a DataFrame, whatever its layout (see the module docstring); ``day``: only
+    that day's rows."""
+    return read_arrow(path, day).to_pandas()
 
 
 @dataclass(frozen=True)
