@@ -153,3 +153,16 @@ def test_the_command_line_takes_uris_for_data_and_out(tiny, tmp_path):
     assert result.output.rstrip().endswith(f"wrote {out}/experiment_1")
     parity = compare_prepared(root / "plain", tmp_path / "out" / "experiment_1", ignore_notes=("engine", "step_seconds", "sources"))
     assert parity.same, parity.differences
+
+
+def test_a_directory_of_parts_reads_as_one_table(tmp_path):
+    """Spark writes a table without a day as parts when partitioned output is asked for."""
+    import pyarrow as pa
+
+    seen = tmp_path / "seen.parquet"
+    seen.mkdir()
+    pq.write_table(pa.table({"user_id": [1, 1], "item_id": [10, 11]}), seen / "part-00000.parquet")
+    pq.write_table(pa.table({"user_id": [2], "item_id": [10]}), seen / "part-00001.parquet")
+    (seen / "_SUCCESS").write_bytes(b"")
+    frame = read_table(seen)
+    assert list(frame.columns) == ["user_id", "item_id"] and frame.values.tolist() == [[1, 10], [1, 11], [2, 10]]

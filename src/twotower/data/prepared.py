@@ -31,6 +31,9 @@ def read_arrow(path: str | Path | Location, day: dt.date | None = None) -> pa.Ta
         at = pa.scalar(dt.datetime.combine(day, dt.time()), DAY_TYPE) if day is not None else None
         with location.open_file() as handle:
             return pq.read_table(handle, filters=None if at is None else ds.field("day") == at)
+    by_day = any(entry.name.startswith("day=") for entry in location.entries())
+    if not by_day:  # a directory of parts (Spark's output of a table without a day)
+        return ds.dataset(location.path, filesystem=location.fs, format="parquet").to_table()
     partitioning = ds.partitioning(pa.schema([("day", pa.date32())]), flavor="hive")
     dataset = ds.dataset(location.path, filesystem=location.fs, format="parquet", partitioning=partitioning)
     table = dataset.to_table(filter=None if day is None else ds.field("day") == pa.scalar(day, pa.date32()))
