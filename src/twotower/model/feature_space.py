@@ -38,6 +38,7 @@ LOG1P = frozenset(
     }
 )
 HISTORY_COLUMNS = ("pos_items", "neg_items")
+CATEGORY_MIN_COUNT = 5  # rows a categorical static value needs to get its own embedding row
 
 
 def epoch_days(values: pd.Series | np.ndarray) -> np.ndarray:
@@ -58,6 +59,26 @@ def list_column(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     flat = arr.flatten().to_numpy(zero_copy_only=False)
     lengths = arr.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
     return flat, np.concatenate([[0], np.cumsum(lengths)])
+
+
+def static_log1p(x: np.ndarray) -> list[bool]:
+    """Which static columns of (n, c) values to log1p: those non-negative with a long range (counts). Static
+    columns have no declared meaning, so this is decided from the training rows' values."""
+    with np.errstate(all="ignore"):
+        return [bool(np.nanmin(c) >= 0 and np.nanmax(c) > 100) if np.isfinite(c).any() else False for c in x.T]
+
+
+_USERS_CACHE: list = []  # [(users frame, its rows by user_id)]: the last users table indexed
+
+
+def _by_user(users: pd.DataFrame) -> pd.DataFrame:
+    """``users`` without repeated user ids, indexed by user_id; kept for the last table seen, because a
+    streamed epoch joins it once per row group (a drop_duplicates of millions of users each time)."""
+    if _USERS_CACHE and _USERS_CACHE[0][0] is users:
+        return _USERS_CACHE[0][1]
+    indexed = users.drop_duplicates("user_id").set_index("user_id")
+    _USERS_CACHE[:] = [(users, indexed)]
+    return indexed
 
 
 def _require(frame: pd.DataFrame, columns: tuple[str, ...] | list[str], what: str) -> None:
@@ -99,43 +120,55 @@ class FeatureSpace:
         self.items_ = IdVocab().fit(rows["item_id"].to_numpy())
         creators = rows["creator_id"].fillna(-1).to_numpy() if "creator_id" in rows else np.empty(0)
         self.creators_ = IdVocab(self.config.creator_min_count).fit(creators[creators >= 0])
-        for group, columns in (("user_base", USER_BASE), ("item_base", ITEM_BASE), ("creator", CREATOR_BASE)):
-            if group in (*self.config.user_features, *self.config.item_features):
-                _require(rows, columns, f"feature group '{group}'")
-                self.scalers_[group] = NumericScaler(list(columns), [c in LOG1P for c in columns]).fit(rows)
+        for group, scaler in self.numeric_groups().items():
+            _require(rows, scaler.columns, f"feature group '{group}'")
+            self.scalers_[group] = scaler.fit(rows)
         if "user_static" in self.config.user_features:
-            if users is None:
-                raise ValueError("feature group 'user_static' needs the users table")
-            static = [
-                c
-                for c in users.columns
-                if c.startswith("static_") and pd.api.types.is_numeric_dtype(users[c])
-            ]
-            categorical = [c for c in users.columns if c.startswith("cat_")]
+            static = self.static_columns(users)
+            categorical = self.categorical_columns(users)
             if categorical:  # codes, not quantities: a vocabulary per column, an embedding in the tower
-                self.static_categories_ = CategoryVocab(categorical, min_count=5).fit(self._join_static(rows, users, categorical)[0])
+                self.static_categories_ = CategoryVocab(categorical, min_count=CATEGORY_MIN_COUNT).fit(
+                    self._join_static(rows, users, categorical)[0]
+                )
             joined = self._join_static(rows, users, static)[0]
             x = joined.to_numpy(dtype=np.float64, na_value=np.nan).reshape(len(joined), len(static))
-            with np.errstate(all="ignore"):
-                # Unknown-meaning static columns: log1p the non-negative ones with a long range (counts).
-                log1p = [
-                    bool(np.nanmin(c) >= 0 and np.nanmax(c) > 100) if np.isfinite(c).any() else False
-                    for c in x.T
-                ]
-            self.scalers_["user_static"] = NumericScaler(static, log1p).fit(joined)
+            self.scalers_["user_static"] = NumericScaler(static, static_log1p(x)).fit(joined)
         if self.needs_content:
-            if item_table is None:
-                raise ValueError("content / history features need the content item table (item_id, vector)")
-            _require(item_table, ("item_id", "vector"), "content item table")
-            self.content_ids_ = IdVocab.from_ids(np.unique(item_table["item_id"].to_numpy(dtype=np.int64)))
-            vectors = self._vectors(item_table)
-            self.content_dim_ = vectors.shape[1]
-            # PCA components have arbitrary scale: divide by the root mean square entry so inputs are ~unit.
-            # Fitted, like everything here, on the training rows' items only.
-            fit = vectors[np.isin(item_table["item_id"].to_numpy(dtype=np.int64), rows["item_id"].to_numpy())]
-            rms = float(np.sqrt(np.mean(fit.astype(np.float64) ** 2))) if fit.size else 1.0
-            self.content_scale_ = rms if rms > 1e-12 else 1.0
+            self.fit_content(item_table, rows["item_id"].to_numpy())
         return self
+
+    def numeric_groups(self) -> dict[str, NumericScaler]:
+        """Unfitted scalers of the switched-on groups computed by prepare (user_base, item_base, creator)."""
+        groups = (("user_base", USER_BASE), ("item_base", ITEM_BASE), ("creator", CREATOR_BASE))
+        on = (*self.config.user_features, *self.config.item_features)
+        return {g: NumericScaler(list(c), [x in LOG1P for x in c]) for g, c in groups if g in on}
+
+    @staticmethod
+    def static_columns(users: pd.DataFrame | None) -> list[str]:
+        """The users table's numeric ``static_*`` columns (the 'user_static' group)."""
+        if users is None:
+            raise ValueError("feature group 'user_static' needs the users table")
+        return [c for c in users.columns if c.startswith("static_") and pd.api.types.is_numeric_dtype(users[c])]
+
+    @staticmethod
+    def categorical_columns(users: pd.DataFrame) -> list[str]:
+        """The users table's ``cat_*`` columns (codes: the 'user_static' group's vocabularies)."""
+        return [c for c in users.columns if c.startswith("cat_")]
+
+    def fit_content(self, item_table: pd.DataFrame | None, train_items: np.ndarray) -> None:
+        """The content table's ids and dimension, and its scale from the vectors of ``train_items`` (the
+        training rows' item ids)."""
+        if item_table is None:
+            raise ValueError("content / history features need the content item table (item_id, vector)")
+        _require(item_table, ("item_id", "vector"), "content item table")
+        self.content_ids_ = IdVocab.from_ids(np.unique(item_table["item_id"].to_numpy(dtype=np.int64)))
+        vectors = self._vectors(item_table)
+        self.content_dim_ = vectors.shape[1]
+        # PCA components have arbitrary scale: divide by the root mean square entry so inputs are ~unit.
+        # Fitted, like everything here, on the training rows' items only.
+        fit = vectors[np.isin(item_table["item_id"].to_numpy(dtype=np.int64), train_items)]
+        rms = float(np.sqrt(np.mean(fit.astype(np.float64) ** 2))) if fit.size else 1.0
+        self.content_scale_ = rms if rms > 1e-12 else 1.0
 
     @staticmethod
     def _vectors(item_table: pd.DataFrame) -> np.ndarray:
@@ -158,7 +191,7 @@ class FeatureSpace:
     def _join_static(
         rows: pd.DataFrame, users: pd.DataFrame, static: list[str]
     ) -> tuple[pd.DataFrame, np.ndarray]:
-        users = users.drop_duplicates("user_id").set_index("user_id")
+        users = _by_user(users)
         pos = users.index.get_indexer(rows["user_id"].to_numpy())
         joined = users[static].iloc[np.clip(pos, 0, None)].reset_index(drop=True) if len(users) else None
         if joined is None:

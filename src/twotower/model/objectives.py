@@ -25,8 +25,12 @@ from twotower.model.two_tower import Batch, TwoTower
 
 def weighted_bce(logits: Tensor, label: Tensor, weight: Tensor) -> Tensor:
     """logits, label, weight [B] -> scalar: BCE with logits weighted by ``weight``, over the total weight."""
-    bce = F.binary_cross_entropy_with_logits(logits, label, reduction="none")
-    return (bce * weight).sum() / weight.sum().clamp_min(1e-12)
+    return bce_terms(logits, label, weight).sum() / weight.sum().clamp_min(1e-12)
+
+
+def bce_terms(logits: Tensor, label: Tensor, weight: Tensor) -> Tensor:
+    """``weighted_bce`` before the sum: each row's weighted BCE [B]."""
+    return F.binary_cross_entropy_with_logits(logits, label, reduction="none") * weight
 
 
 def bce_loss(model: TwoTower, batch: Batch) -> Tensor:
@@ -65,14 +69,27 @@ def sampled_softmax(
     """user [B, D], items [C, D] (candidates; candidate i < B is row i's positive), weight [B], mask [B, C]
     (True = left out), correction [C] (log q, subtracted) -> scalar: weighted mean cross-entropy of the
     diagonal target over each row's candidates."""
-    logits = user @ items.T  # [B, C]
+    return sampled_softmax_terms(user, items, weight, mask, correction).sum() / weight.sum().clamp_min(1e-12)
+
+
+def sampled_softmax_terms(
+    user: Tensor,
+    items: Tensor,
+    weight: Tensor,
+    mask: Tensor | None = None,
+    correction: Tensor | None = None,
+    first: int = 0,
+) -> Tensor:
+    """``sampled_softmax`` before the sum: each row's weighted cross-entropy [P] for P = len(user) rows whose
+    targets are candidates ``first .. first + P - 1`` (``first`` > 0: one part of a batch split over
+    processes, each scoring its rows against every candidate)."""
+    logits = user @ items.T  # [P, C]
     if correction is not None:
         logits = logits - correction[None, :]
     if mask is not None:
         logits = logits.masked_fill(mask, float("-inf"))
-    target = torch.arange(len(user), device=user.device)
-    ce = F.cross_entropy(logits, target, reduction="none")
-    return (ce * weight).sum() / weight.sum().clamp_min(1e-12)
+    target = torch.arange(first, first + len(user), device=user.device)
+    return F.cross_entropy(logits, target, reduction="none") * weight
 
 
 def softmax_loss(
@@ -87,7 +104,24 @@ def softmax_loss(
     ``rows``: B positive rows (both towers' inputs) with ``user_key``, ``item_key`` (raw ids) and ``p_day``
     [B]; ``negatives``: N catalog rows of the same day (item tower inputs, ``item_key``, ``p_day``) or None;
     ``n_catalog``: |C_day|."""
-    user = model.user_embeddings(rows)  # [B, D]
+    terms = softmax_terms(model, rows, negatives, n_catalog, logq_correction)
+    return terms.sum() / rows["weight"].sum().clamp_min(1e-12)
+
+
+def softmax_terms(
+    model: TwoTower,
+    rows: Batch,
+    negatives: Batch | None,
+    n_catalog: int,
+    logq_correction: bool = True,
+    part: tuple[int, int] | None = None,
+) -> Tensor:
+    """``softmax_loss`` before the sum: the weighted cross-entropy of each row [B], or of rows
+    ``part = (start, stop)`` only [stop - start] (their user tower alone runs; every row's item is still a
+    candidate, so the part's terms are those of the whole batch)."""
+    start, stop = part if part is not None else (0, len(rows["item_key"]))
+    mine = rows if part is None else {k: v[start:stop] for k, v in rows.items()}
+    user = model.user_embeddings(mine)  # [P, D]
     items, keys, share = model.item_embeddings(rows), rows["item_key"], rows["p_day"]
     n_negatives = 0
     if negatives is not None and len(negatives["item_key"]):
@@ -95,6 +129,6 @@ def softmax_loss(
         items = torch.cat([items, model.item_embeddings(negatives)])  # [C, D]
         keys = torch.cat([keys, negatives["item_key"]])
         share = torch.cat([share, negatives["p_day"]])
-    correction = log_q(share, len(user), n_negatives, n_catalog) if logq_correction else None
-    mask = accidental_hits(rows["user_key"], rows["item_key"], keys)
-    return sampled_softmax(user, items, rows["weight"], mask, correction)
+    correction = log_q(share, len(rows["item_key"]), n_negatives, n_catalog) if logq_correction else None
+    mask = accidental_hits(rows["user_key"], rows["item_key"], keys)[start:stop]
+    return sampled_softmax_terms(user, items, mine["weight"], mask, correction, first=start)

@@ -29,7 +29,15 @@ class IdVocab:
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         """(n,) ids -> (n,) int64 indices in [0, len(self))."""
-        return pd.Index(self.ids_).get_indexer(np.asarray(values, dtype=np.int64)).astype(np.int64) + 1
+        return self._index().get_indexer(np.asarray(values, dtype=np.int64)).astype(np.int64) + 1
+
+    def _index(self) -> pd.Index:
+        # Built once per fitted vocabulary: its hash table costs O(len) and transform runs once per row group
+        # when training streams (millions of ids, thousands of calls).
+        cached = getattr(self, "_cached", None)
+        if cached is None or cached[0] is not self.ids_:
+            cached = self._cached = (self.ids_, pd.Index(self.ids_))
+        return cached[1]
 
     def __len__(self) -> int:
         return len(self.ids_) + 1  # with the out-of-vocabulary index 0
@@ -43,7 +51,9 @@ class NumericScaler:
         self.columns = list(columns)
         self.log1p = list(log1p)
 
-    def _raw(self, frame: pd.DataFrame) -> np.ndarray:
+    def inputs(self, frame: pd.DataFrame) -> np.ndarray:
+        """The values the statistics are taken of: float64 (n_rows, n_columns), log1p'd where flagged, NaN for
+        missing (and for negative counts)."""
         x = np.array(frame[self.columns].to_numpy(dtype=np.float64, na_value=np.nan), copy=True)  # writable
         x = x.reshape(len(frame), len(self.columns))
         counts = x[:, self.log1p]
@@ -52,7 +62,7 @@ class NumericScaler:
         return x
 
     def fit(self, frame: pd.DataFrame) -> NumericScaler:
-        x = self._raw(frame)
+        x = self.inputs(frame)
         with np.errstate(all="ignore"):
             mean = np.nan_to_num(np.nanmean(x, axis=0)) if len(x) else np.zeros(len(self.columns))
             std = np.nan_to_num(np.nanstd(x, axis=0)) if len(x) else np.ones(len(self.columns))
@@ -68,7 +78,7 @@ class NumericScaler:
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """(n_rows, ...) frame -> float32 [n_rows, n_columns]"""
-        x = (self._raw(frame) - self.mean_) / self.std_
+        x = (self.inputs(frame) - self.mean_) / self.std_
         return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
