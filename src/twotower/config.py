@@ -378,6 +378,13 @@ class TrainConfig(Strict):
     )
     device: str = "auto"
     eval_batch_size: int = Field(8192, ge=1, description="Batch size for scoring the held-out day.")
+    shuffle_buffer: int = Field(
+        0,
+        ge=0,
+        description="0: the training rows are read into memory and shuffled whole. N > 0: they are streamed from "
+        "the prepared Parquet a row group at a time through a shuffle buffer of N rows (memory independent of the "
+        "number of rows; a buffer holding every row gives the in-memory results). See docs/scaling.md.",
+    )
 
 
 class TrackingConfig(Strict):

@@ -24,22 +24,22 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from twotower.checkpoint import load_train_state, resolve_device, rng_state, save_train_state, set_rng_state
 from twotower.config import ModelConfig, TrainConfig
+from twotower.distributed import Distributed
 from twotower.model.batching import day_label
-from twotower.model.feature_space import epoch_days
 from twotower.progress import say
 from twotower.selection import (
     BEST_RULE,
     SMOOTHING_RULE,
-    holdout_name,
     improves,
     make_holdout,
     smoothed_best_epoch,
 )
+from twotower.stream.files import ExampleFiles
+from twotower.train_data import InMemoryExamples, StreamedExamples
 from twotower.train_pass import PassInputs, TrainingPass, deterministic, seed_all, weights
 
 STATE_FILE = "train_state.pt"
@@ -91,38 +91,42 @@ class _Progress:
 
 
 class _Training:
-    """The two passes of one ``train_model`` call and what they share: the rows, the held-out metric, the
-    bookkeeping (``_Progress``) and the training state written after every epoch."""
+    """The two passes of one ``train_model`` call and what they share: the rows (``train_data``), the held-out
+    metric, the bookkeeping (``_Progress``) and the training state written after every epoch. With ``dist``,
+    rank 0 alone scores the held-out day (the others receive the metric) and writes every file."""
 
     def __init__(
         self,
         inputs: PassInputs,
-        rows: pd.DataFrame,
-        hold: np.ndarray,
-        name: str,
+        data: InMemoryExamples | StreamedExamples,
         seed: int,
         state_path: Path,
         fingerprint: dict,
         state: dict | None,
         on_epoch_end: EpochCallback | None,
+        dist: Distributed | None,
     ):
-        self.inputs, self.rows, self.hold, self.name, self.seed = inputs, rows, hold, name, seed
+        self.inputs, self.data, self.name, self.seed = inputs, data, data.name, seed
         self.state_path, self.fingerprint, self.state, self.on_epoch_end = (
             state_path,
             fingerprint,
             state,
             on_epoch_end,
         )
+        self.dist, self.main = dist, dist is None or dist.is_main
         cfg = inputs.train_config
-        self.do_refit = cfg.refit and name != "none"
-        self.rule = SMOOTHING_RULE if cfg.objective == "softmax" and name != "none" else BEST_RULE
+        self.do_refit = cfg.refit and self.name != "none"
+        self.rule = SMOOTHING_RULE if cfg.objective == "softmax" and self.name != "none" else BEST_RULE
         self.p = _Progress(**state["progress"]) if state is not None else _Progress()
 
     def _save_state(self, phase: TrainingPass, snapshots: dict[int, dict], epoch: int) -> None:
         payload = {"fingerprint": self.fingerprint, "progress": asdict(self.p), "pass": phase.state()}
         payload |= {"rng": rng_state(), "snapshots": snapshots, "complete": False}
-        save_train_state(self.state_path, payload)
-        say(_epoch_line(self.p, self.name), enabled=bool(self.inputs.progress))
+        if self.dist is not None:  # each rank's own generators (they differ between ranks)
+            payload["ranks"] = self.dist.gather({"rng": rng_state(), "pass": _generators(phase)})
+        if self.main:
+            save_train_state(self.state_path, payload)
+            say(_epoch_line(self.p, self.name), enabled=bool(self.inputs.progress))
         if self.on_epoch_end is not None:
             self.on_epoch_end(self.p.phase, epoch)
 
@@ -130,29 +134,37 @@ class _Training:
         """Continue ``phase`` from the loaded state when it was saved in that phase -> its snapshots."""
         if self.state is None or self.state["progress"]["phase"] != name:
             return {}
-        phase.load(self.state["pass"])
-        set_rng_state(self.state["rng"])
+        saved, rng = self.state["pass"], self.state["rng"]
+        if self.dist is not None:  # the weights and optimizer are every rank's; the generators its own
+            mine = self.state["ranks"][self.dist.rank]
+            saved, rng = saved | mine["pass"], mine["rng"]
+        phase.load(saved)
+        set_rng_state(rng)
         return self.state["snapshots"]
+
+    def _metric(self, holdout, model) -> float:
+        """The held-out metric of this epoch's model (rank 0 scores; every rank gets it)."""
+        cfg = self.inputs.train_config
+        value = holdout(model, cfg.eval_batch_size, self.inputs.device) if holdout is not None else float("nan")
+        return self.dist.share(value) if self.dist is not None else value
 
     def select(self, path: Path) -> None:
         """Train without the held-out day until the stopping rule ends it, then choose the epoch count; without
         refit, save the chosen epoch's model to ``path``."""
         cfg, p, inputs = self.inputs.train_config, self.p, self.inputs
-        select = TrainingPass(inputs, self.rows[~self.hold], self.seed)
+        select = TrainingPass(inputs, self.data.pass_rows(selection=True), self.seed, self.dist)
         p.n_train = select.n_rows
         holdout = None
-        if self.hold.any():
-            held = self.rows[self.hold]
-            holdout = make_holdout(
-                self.name, select.features, held, inputs.history, inputs.users, inputs.catalog
-            )
+        if self.name != "none" and self.main:
+            held, history = self.data.held_out()
+            holdout = make_holdout(self.name, select.features, held, history, inputs.users, inputs.catalog)
         snapshots = self._resume(select, "select")
         while not p.chosen:
             epoch = len(p.train_loss) + 1
             p.record(*select.run_epoch(f"epoch {epoch}/{cfg.epochs}"))
-            metric = holdout(select.model, cfg.eval_batch_size, inputs.device) if holdout else float("nan")
+            metric = self._metric(holdout, select.model)
             p.holdout.append(metric)
-            if holdout is None or improves(self.name, metric, p.best):
+            if self.name == "none" or improves(self.name, metric, p.best):
                 p.best, p.best_epoch, p.stale = metric, epoch, 0
             else:
                 p.stale += 1
@@ -166,7 +178,7 @@ class _Training:
             self._save_state(select, snapshots, epoch)
         if self.do_refit:
             p.phase = "refit"
-        else:
+        elif self.main:
             select.load_weights(snapshots[p.chosen])
             select.save(path, _meta(p, self.name, self.seed, cfg.objective, refit=False))
 
@@ -174,32 +186,40 @@ class _Training:
         """A fresh model on every training day for the chosen number of epochs, saved to ``path``."""
         p = self.p
         seed_all(self.seed)  # initialised as any run with this seed initialises its model
-        final = TrainingPass(self.inputs, self.rows, self.seed)
+        final = TrainingPass(self.inputs, self.data.pass_rows(selection=False), self.seed, self.dist)
         p.n_refit = final.n_rows
         self._resume(final, "refit")
         while len(p.refit_loss) < p.chosen:
             epoch = len(p.refit_loss) + 1
             p.record(*final.run_epoch(f"refit epoch {epoch}/{p.chosen}"))
             self._save_state(final, {}, epoch)
-        final.save(path, _meta(p, self.name, self.seed, self.inputs.train_config.objective, refit=True))
+        if self.main:
+            final.save(path, _meta(p, self.name, self.seed, self.inputs.train_config.objective, refit=True))
 
 
-def _fingerprint(model_config: ModelConfig, train_config: TrainConfig, rows: pd.DataFrame, seed: int) -> dict:
-    """What a training state must match to be resumed: the configs, the seed and the training rows."""
-    keys = rows[["user_id", "item_id", "label"]].assign(day=epoch_days(rows["day"]))
-    return {
+def _generators(phase: TrainingPass) -> dict:
+    return {"generator": phase.generator.get_state(), "order": phase.order.get_state()}
+
+
+def _fingerprint(
+    model_config: ModelConfig, train_config: TrainConfig, data: InMemoryExamples | StreamedExamples, seed: int,
+    dist: Distributed | None,
+) -> dict:  # fmt: skip
+    """What a training state must match to be resumed: the configs, the seed, the training rows and (when
+    several) the number of processes."""
+    out = {
         "model_config": model_config.model_dump(mode="json"),
         "train_config": train_config.model_dump(mode="json"),
         "seed": seed,
-        "rows": len(rows),
-        "rows_hash": int(pd.util.hash_pandas_object(keys, index=False).sum()),
+        **data.fingerprint(),
     }
+    return out | {"world_size": dist.world_size} if dist is not None else out
 
 
 def train_model(
     model_config: ModelConfig,
     train_config: TrainConfig,
-    train_df: pd.DataFrame,
+    train_df: pd.DataFrame | ExampleFiles,
     history_df: pd.DataFrame | None,
     users_df: pd.DataFrame | None,
     item_table: pd.DataFrame | None,
@@ -209,62 +229,84 @@ def train_model(
     catalog: pd.DataFrame | None = None,
     resume: bool = False,
     on_epoch_end: EpochCallback | None = None,
+    dist: Distributed | None = None,
 ) -> TrainResult:
     """Choose the epoch count on the last training day, refit on every day (module docstring), save
-    ``out_dir/model.pt``. ``catalog``: catalog.parquet (day, item_id, creator_id, ITEM_BASE, CREATOR_BASE),
+    ``out_dir/model.pt``. ``train_df``: the rows (train.parquet layout), or ``ExampleFiles`` (train.parquet and
+    history.parquet, which then replaces ``history_df``): streamed when ``train_config.shuffle_buffer`` > 0,
+    else read into memory. ``catalog``: catalog.parquet (day, item_id, creator_id, ITEM_BASE, CREATOR_BASE),
     required by ``objective = "softmax"``. ``resume``: continue from ``out_dir/train_state.pt`` when it
-    exists. ``on_epoch_end(phase, epoch)`` runs after each epoch's state is saved. The per-epoch bar shows
-    only on a terminal; ``progress=True`` also prints one line per epoch."""
+    exists. ``on_epoch_end(phase, epoch)`` runs after each epoch's state is saved. ``dist``: this process
+    among several (``twotower.distributed``); rank 0 alone writes files. The per-epoch bar shows only on a
+    terminal; ``progress=True`` also prints one line per epoch."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = dist is None or dist.is_main
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     path, state_path, cfg = out_dir / "model.pt", out_dir / STATE_FILE, train_config
     if cfg.objective == "softmax" and catalog is None:
         raise ValueError(
             "train.objective 'softmax' needs the catalog (catalog.parquet of the prepared directory)"
         )
-    fingerprint = _fingerprint(model_config, cfg, train_df, seed)
-    state = load_train_state(state_path) if resume else None
+    data = _examples(model_config, cfg, train_df, history_df, users_df, item_table, dist)
+    fingerprint = _fingerprint(model_config, cfg, data, seed, dist)
+    state = load_train_state(state_path) if resume and main else None
+    state = dist.share(state) if dist is not None else state
     if state is not None and state["fingerprint"] != fingerprint:
         raise ValueError(
             f"{state_path} was written by another training (config, seed or rows); delete it to start over"
         )
     if state is not None and state["complete"]:
-        if path.exists():
+        if path.exists() or not main:
             return TrainResult(**{**state["result"], "model_path": path})
         state = None  # the model it describes is gone: train again
-    device = resolve_device(cfg.device)
-    inputs = PassInputs(model_config, cfg, history_df, users_df, item_table, catalog, device, progress)
-    rows = train_df.reset_index(drop=True)
-    days = epoch_days(rows["day"])
-    hold = days == days.max()
-    name = holdout_name(cfg.objective, rows[hold]) if not hold.all() else "none"
-    if name == "none":  # one training day, or nothing to score on the last one: every day trains
-        hold[:] = False
-    run = _Training(inputs, rows, hold, name, seed, state_path, fingerprint, state, on_epoch_end)
+    device = dist.device if dist is not None else resolve_device(cfg.device)
+    history = data.history if isinstance(data, InMemoryExamples) else None
+    inputs = PassInputs(model_config, cfg, history, users_df, item_table, catalog, device, progress)
+    run = _Training(inputs, data, seed, state_path, fingerprint, state, on_epoch_end, dist)
     with deterministic(seed, device):
         if run.p.phase == "select":
             run.select(path)
         if run.p.phase == "refit":
             run.refit(path)
-    p = run.p
+    p, name = run.p, data.name
     result = TrainResult(
         model_path=path,
         best_epoch=p.chosen,
         train_loss=p.train_loss,
         holdout_metric=p.holdout,
         holdout_metric_name=name,
-        holdout_day=day_label(int(days.max())) if name != "none" else None,
+        holdout_day=day_label(data.last_day) if name != "none" else None,
         examples_per_s=p.seen / max(p.seconds, 1e-9),
         n_train=p.n_train,
-        n_holdout=int(hold.sum()),
+        n_holdout=data.n_holdout,
         objective=cfg.objective,
         selection_rule=run.rule,
         refit=run.do_refit,
         refit_loss=p.refit_loss,
         n_refit=p.n_refit,
     )
-    save_train_state(state_path, {"fingerprint": fingerprint, "complete": True, "result": result.as_dict()})
+    if main:
+        save_train_state(state_path, {"fingerprint": fingerprint, "complete": True, "result": result.as_dict()})
     return result
+
+
+def _examples(
+    model_config: ModelConfig, cfg: TrainConfig, train: pd.DataFrame | ExampleFiles, history: pd.DataFrame | None,
+    users: pd.DataFrame | None, item_table: pd.DataFrame | None, dist: Distributed | None,
+) -> InMemoryExamples | StreamedExamples:  # fmt: skip
+    """The rows as the configured input path reads them."""
+    if cfg.shuffle_buffer > 0:
+        if not isinstance(train, ExampleFiles):
+            raise ValueError(
+                f"train.shuffle_buffer = {cfg.shuffle_buffer} streams the prepared Parquet: pass the files "
+                "(ExampleFiles), not rows in memory; or set train.shuffle_buffer = 0"
+            )
+        return StreamedExamples(train, model_config, cfg.objective, users, item_table, dist)
+    if isinstance(train, ExampleFiles):
+        history = pd.read_parquet(train.history_path) if train.history_path is not None else history
+        train = pd.read_parquet(train.train_path)
+    return InMemoryExamples(train, history, cfg.objective)
 
 
 def _epoch_line(p: _Progress, name: str) -> str:

@@ -24,7 +24,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from twotower.model.dataset import EncodedRows, to_device
 from twotower.model.feature_space import FeatureSpace, epoch_days
-from twotower.model.objectives import bce_loss, softmax_loss
+from twotower.model.objectives import bce_loss, bce_terms, softmax_loss, softmax_terms
 from twotower.model.two_tower import Batch, TwoTower
 
 
@@ -203,3 +203,51 @@ class SoftmaxBatches:
         rows, negatives, n_catalog = step
         loss = softmax_loss(model, rows, negatives, n_catalog, self.logq_correction)
         return loss, rows["weight"].sum(), len(rows["weight"])
+
+
+# ---- losses of one process among several (DistributedDataParallel averages the ranks' gradients) ----------
+#
+# Every rank returns N * (its rows' weighted loss sum) / (the whole batch's weight): DDP's average over N
+# ranks is then the whole batch's weighted mean loss, the one process's loss, whatever each rank's share of
+# rows or weight. ``split``: every rank holds the whole batch (the in-memory path) and scores its part of
+# it; otherwise each rank holds its own rows (streamed) and the total weight is summed over ranks.
+# Each returns (loss to backpropagate, this rank's weight, its weighted loss sum, its rows).
+
+
+def _idle(model: TwoTower, dist, split: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """A step without rows on this rank: every parameter in the graph with a zero gradient, so that the
+    gradient all-reduce still matches the other ranks'."""
+    zero = sum(p.sum() for p in model.parameters()) * 0.0
+    if not split:
+        dist.sum(zero.detach())  # the other ranks sum the step's weight: take part
+    return zero, zero.detach(), zero.detach(), 0
+
+
+def distributed_bce(model: TwoTower, batch: Batch | None, dist, split: bool):
+    """The weighted BCE of this rank's rows of a played batch (see above)."""
+    if batch is None:
+        return _idle(model, dist, split)
+    if split:
+        start, stop = dist.part(len(batch["label"]))
+        total = batch["weight"].sum()
+        batch = {k: v[start:stop] for k, v in batch.items()}
+    mine = batch["weight"].sum()
+    if not split:
+        total = dist.sum(mine)
+    terms = bce_terms(model(batch), batch["label"], batch["weight"]).sum()
+    return terms * dist.world_size / total.clamp_min(1e-12), mine.detach(), terms.detach(), len(batch["label"])
+
+
+def distributed_softmax(model: TwoTower, step, dist, split: bool, logq_correction: bool):
+    """The softmax loss of this rank's rows of a within-day batch (see above). ``split``: every rank scores
+    its part of the whole batch against all of the batch's candidates (as one process would); otherwise its
+    own rows against its own rows' items and the negatives (in-batch negatives within the rank)."""
+    if step is None:
+        return _idle(model, dist, split)
+    rows, negatives, n_catalog = step
+    n = len(rows["weight"])
+    part = dist.part(n) if split else (0, n)
+    mine = rows["weight"][part[0] : part[1]].sum()
+    total = rows["weight"].sum() if split else dist.sum(mine)
+    terms = softmax_terms(model, rows, negatives, n_catalog, logq_correction, part).sum()
+    return terms * dist.world_size / total.clamp_min(1e-12), mine.detach(), terms.detach(), part[1] - part[0]
