@@ -187,10 +187,13 @@ def run(
     """
     from twotower import pipeline
     from twotower.data.validate import DataError
+    from twotower.distributed import world_size
     from twotower.runs import RunError
     from twotower.tracking import TrackingError
 
     try:
+        if world_size() > 1:
+            raise ConfigError("`run` is one process; under torchrun use `twotower train` (prepare and evaluate in one process)")
         if resume is not None:
             if config is not None:
                 raise ConfigError("--resume takes its config from the run directory; give no CONFIG")
@@ -219,18 +222,25 @@ def train(
     """Train on prepared data, without preparing again: iterate on the model quickly.
 
     Writes a new run directory (the same files `run` writes up to the model); finish it with
-    `twotower evaluate RUN_DIR`.
+    `twotower evaluate RUN_DIR`. Under `torchrun --nproc-per-node N` the N processes train one model
+    together (data parallel; rank 0 writes the files); see docs/scaling.md.
     """
+    from twotower import distributed
     from twotower.data.validate import DataError
     from twotower.pipeline import train_run
     from twotower.runs import RunError
 
     try:
         cfg = load_config(config, overrides=set_ or ())
-        run_dir = train_run(cfg, prepared, out or Path("runs"), items, experiment)
+        dist = distributed.from_env(cfg.train.device)
+        try:
+            run_dir = train_run(cfg, prepared, out or Path("runs"), items, experiment, dist=dist)
+        finally:
+            distributed.close(dist)
     except (ConfigError, DataError, RunError, ValueError) as exc:
         _fail(str(exc))
-    typer.echo(f"run directory: {run_dir}")
+    if dist is None or dist.is_main:
+        typer.echo(f"run directory: {run_dir}")
 
 
 @app.command()

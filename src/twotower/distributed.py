@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as torch_dist
@@ -81,6 +82,28 @@ def from_env(device: str = "auto", timeout_s: float = 1800) -> Distributed | Non
             device_id=where if use_cuda else None,
         )  # fmt: skip
     return Distributed(torch_dist.get_rank(), torch_dist.get_world_size(), where)
+
+
+T = TypeVar("T")
+
+
+def on_main(dist: Distributed | None, fn: Callable[[], T]) -> T | None:
+    """``fn()`` on rank 0 while the other ranks wait; its result on rank 0 (None elsewhere). When it fails on
+    rank 0 the other ranks fail too, naming rank 0's error, rather than wait for a rank that has stopped."""
+    if dist is None:
+        return fn()
+    result, error = None, None
+    if dist.is_main:
+        try:
+            result = fn()
+        except Exception as exc:  # sent to the other ranks, then raised here as it was
+            error = exc
+    message = dist.share(f"{type(error).__name__}: {error}" if error is not None else None)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RuntimeError(f"rank 0 failed: {message}")
+    return result
 
 
 def close(dist: Distributed | None) -> None:

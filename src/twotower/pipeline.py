@@ -18,6 +18,7 @@ import json
 import shutil
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +35,7 @@ from twotower.data.ingest import check_data_path
 from twotower.data.prepare import prepare_experiment
 from twotower.data.prepared import PreparedTables, is_complete
 from twotower.data.validate import DataError
+from twotower.distributed import Distributed, on_main
 from twotower.evaluate.per_user import played_per_user, write_per_user
 from twotower.evaluate.played import evaluate_played
 from twotower.inference import score
@@ -54,8 +56,10 @@ from twotower.runs import (
     read_status,
     write_status,
 )
+from twotower.stream.files import ExampleFiles
 from twotower.tracking import log_run
 from twotower.train import TrainResult, train_model
+from twotower.train_data import read_for_training
 
 CONFIG_FILE = "config.toml"
 REUSE_KEY = "reuse_key.txt"
@@ -135,18 +139,24 @@ def prepare_key_of(directory: Path) -> str:
     return marker.read_text().strip() if marker.exists() else "unkeyed"
 
 
-def train_stage(cfg: Config, data: PreparedTables, item_table: pd.DataFrame, directory: Path, progress: bool) -> TrainResult:
+def train_stage(
+    cfg: Config, data: PreparedTables, item_table: pd.DataFrame, directory: Path, progress: bool, dist: Distributed | None = None
+) -> TrainResult:
     """Train into ``directory`` (model.pt) and record the result in training.json; a finished training
-    (both files present: resume) is kept."""
+    (both files present: resume) is kept. ``train.shuffle_buffer`` > 0 streams train.parquet and
+    history.parquet from the prepared directory. ``dist``: one process among several (rank 0 writes)."""
     record = directory / TRAINING_FILE
     if record.exists() and (directory / "model.pt").exists():
         return read_training(directory)
     catalog = data.read_extra("catalog") if cfg.train.objective == "softmax" else None
+    streamed = cfg.train.shuffle_buffer > 0
+    rows = ExampleFiles.prepared(data.directory) if streamed else data.train
     training = train_model(
-        cfg.model, cfg.train, data.train, data.history, data.users, item_table, directory, seed=cfg.seed,
-        progress=progress, catalog=catalog, resume=True,  # resume: continue from train_state.pt when one is there
+        cfg.model, cfg.train, rows, None if streamed else data.history, data.users, item_table, directory, seed=cfg.seed,
+        progress=progress, catalog=catalog, resume=True, dist=dist,  # resume: continue from train_state.pt when one is there
     )
-    write_json(record, {**dataclasses.asdict(training), "model_path": training.model_path.name})
+    if dist is None or dist.is_main:
+        write_json(record, {**dataclasses.asdict(training), "model_path": training.model_path.name})
     return training
 
 
@@ -270,26 +280,37 @@ def train_run(
     items: Path | None = None,
     experiment_ids: list[int] | None = None,
     progress: bool = True,
+    dist: Distributed | None = None,
 ) -> Path:
     """``twotower train``: a fresh run directory whose experiments are trained on already prepared data
     (``prepared_root/experiment_<id>``, as ``prepare --out`` writes it) and, with ``items``, a given
-    content table; ``evaluate`` then completes it with the same files ``run`` writes."""
-    run_dir = new_run_dir(out_root, cfg.name)
-    write_resolved_config(cfg, run_dir / CONFIG_FILE)
+    content table; ``evaluate`` then completes it with the same files ``run`` writes. With ``dist``
+    (under torchrun), every rank trains and rank 0 alone writes the run directory; a streamed training
+    (``train.shuffle_buffer`` > 0) leaves train.parquet and history.parquet on disk."""
+    main = dist is None or dist.is_main
+    run_dir = new_run_dir(out_root, cfg.name) if main else None
+    run_dir = dist.share(run_dir) if dist is not None else run_dir
+    if main:
+        write_resolved_config(cfg, run_dir / CONFIG_FILE)
     for exp in _selected(cfg, experiment_ids):
         directory = experiment_dir(run_dir, exp)
         source = Path(prepared_root) / f"experiment_{exp.id}"
-        data = PreparedTables.read(source)  # refuses an incomplete directory
-        link_files(source, directory / "prepared")
-        write_status(directory, RUNNING, started=now())
+        data = read_for_training(source) if cfg.train.shuffle_buffer > 0 else PreparedTables.read(source)
         check_evaluation_set(data, exp)
-        if items is not None:
-            shutil.copy2(items, directory / "item_embeddings.parquet")
-        item_table = content_stage(cfg, data, directory, progress, reuse=False)
-        train_stage(cfg, data, item_table, directory, progress)
-        write_status(directory, TRAINED, finished=now())
-    write_status(run_dir, TRAINED, finished=now())
-    say(f"trained; evaluate with: twotower evaluate {run_dir}", enabled=progress)
+        if main:
+            link_files(source, directory / "prepared")
+            write_status(directory, RUNNING, started=now())
+            if items is not None:
+                shutil.copy2(items, directory / "item_embeddings.parquet")
+        item_table = on_main(dist, partial(content_stage, cfg, data, directory, progress, reuse=False))
+        if not main:  # rank 0 wrote it
+            item_table = read_item_table_frame(directory / "item_embeddings.parquet")
+        train_stage(cfg, data, item_table, directory, progress, dist)
+        if main:
+            write_status(directory, TRAINED, finished=now())
+    if main:
+        write_status(run_dir, TRAINED, finished=now())
+        say(f"trained; evaluate with: twotower evaluate {run_dir}", enabled=progress)
     return run_dir
 
 

@@ -10,16 +10,36 @@ rank 0, which alone scores them).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
 
 from twotower.config import ModelConfig
+from twotower.data.prepared import PreparedTables, is_complete
 from twotower.distributed import Distributed
 from twotower.model.feature_space import FeatureSpace, epoch_days
 from twotower.selection import holdout_name
 from twotower.stream.files import ExampleFiles, keys_hash
 from twotower.stream.fit import FitStatistics
 from twotower.train_pass import StreamedRows
+
+
+def read_for_training(directory: Path) -> PreparedTables:
+    """A complete prepared directory as ``PreparedTables`` without its two tables that grow with the log:
+    train.parquet and history.parquet stay on disk for streamed training (``ExampleFiles``), and zero-row
+    frames with their columns stand in for them."""
+    if not is_complete(directory):
+        raise ValueError(f"{directory} holds no complete prepared data; run `twotower prepare` (again) first")
+    empty = [ds.dataset(directory / f"{n}.parquet", partitioning="hive").head(0).to_pandas() for n in ("train", "history")]
+    users = directory / "users.parquet"
+    return PreparedTables(
+        empty[0], pd.read_parquet(directory / "eval.parquet"), empty[1], pd.read_parquet(directory / "items.parquet"),
+        pd.read_parquet(users) if users.exists() else None, pd.read_parquet(directory / "popularity.parquet"),
+        json.loads((directory / "funnel.json").read_text()), directory,
+    )  # fmt: skip
 
 
 class InMemoryExamples:
