@@ -1,0 +1,186 @@
+"""Scale: a synthetic log of N events over 14 days, prepared on DuckDB with a memory limit, then one epoch of
+streamed training; wall time and peak memory per stage, training throughput against the machine's matmul rate.
+
+Stages (each in its own subprocess; peak memory = the most resident memory of its process tree, polled by
+psutil, or the child's own peak from wait4 when higher):
+
+  generate   benchmarks/synthetic.generate_by_day: events.parquet written one day at a time
+  prepare    twotower prepare on DuckDB (memory_limit, threads, temp_directory set)
+  train      the streamed input ([train] shuffle_buffer): one scan of the key columns, the feature space fitted
+             in one streaming pass, one epoch over every training day; then, in the same process, torch.mm
+             timed at the towers' layer shapes and the batch size (forward and both backward products)
+  train_days K: the same on the first K training days only (examples / 4 for K = 3 of 12): memory must not
+             follow the examples
+
+Throughput: examples/s, and GFLOP/s = examples/s x 2 x (multiply-adds of a forward pass through both
+towers' linear layers) x 3 (forward + backward ~ 3 x forward) against the matmul rate at the same shapes.
+
+Usage: python benchmarks/scale.py --events 100000000 [--threads 2] [--work DIR] [--keep]
+Writes benchmarks/results/scale_<events>.json and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+DAYS = 14
+
+PREPARE = """
+import json, sys
+from pathlib import Path
+from twotower.config import parse_config
+from twotower.data import prepare as prep
+spec = json.loads(sys.argv[1])
+raw = {
+    "name": "scale", "seed": 0,
+    "data": {"adapter": "generic", "path": spec["events"], "items_path": spec["items"], "timezone": "Asia/Shanghai"},
+    "experiments": [{"id": 1, "train_start": "2022-05-01", "train_end": "2022-05-13", "val_date": "2022-05-14"}],
+}
+settings = {"memory_limit": spec["memory_limit"], "threads": spec["threads"], "temp_directory": spec["spill"]}
+from twotower.config import DataConfig
+if "duckdb" in DataConfig.model_fields:  # [data.duckdb] exists: the config sets them
+    raw["data"]["duckdb"] = settings
+    how = "config [data.duckdb]"
+else:  # set on the engine connection prepare opens
+    original = prep.connect
+    def connect(engine="duckdb", threads=None):
+        con = original(engine, threads=settings["threads"])
+        con.raw_sql(f"SET memory_limit = '{settings['memory_limit']}'")
+        con.raw_sql(f"SET temp_directory = '{settings['temp_directory']}'")
+        return con
+    prep.connect = connect
+    how = "SET on the DuckDB connection (no [data.duckdb] in the config)"
+cfg = parse_config(raw)
+result = prep.prepare_experiment(cfg, cfg.experiments[0], Path(spec["out"]), progress=False)
+print(json.dumps({"how": how, "settings": settings, "step_seconds": result.funnel.notes.get("step_seconds"),
+                  "funnel": result.funnel.as_dict()["steps"]}))
+"""
+
+GENERATE = """
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from synthetic import generate_by_day
+spec = json.loads(sys.argv[1])
+events, items = generate_by_day(Path(spec["out"]), spec["events"], days=spec["days"], n_users=spec["users"], n_items=spec["items"])
+print(json.dumps({"events": str(events), "items": str(items)}))
+"""
+
+
+def run_stage(name: str, code: str | Path, *args: str, env: dict | None = None) -> dict:
+    """Run ``code`` (source, or a script's path) in a fresh Python; its wall time, peak memory (GiB) and the
+    JSON it prints last."""
+    start = time.perf_counter()
+    command = [sys.executable, str(code)] if isinstance(code, Path) else [sys.executable, "-c", code]
+    child = subprocess.Popen(
+        [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    proc, peak = psutil.Process(child.pid), 0
+    while child.poll() is None:
+        try:
+            tree = [proc, *proc.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree))
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    stdout, stderr = child.communicate()
+    wall = time.perf_counter() - start
+    if child.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{stderr[-4000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    print(f"{name}: {wall:.1f} s, peak {peak / 2**30:.2f} GiB", file=sys.stderr, flush=True)
+    return {"wall_s": round(wall, 2), "peak_rss_gib": round(peak / 2**30, 3), **result}
+
+
+def table(results: dict) -> str:
+    rows = ["| stage | events / examples | wall | peak memory | throughput | fraction of matmul rate |", "|---|---|---|---|---|---|"]
+    events = results["events"]
+    gen, prep = results["stages"]["generate"], results["stages"]["prepare"]
+    rows.append(f"| generate | {events:,} events | {gen['wall_s']:.0f} s | {gen['peak_rss_gib']:.2f} GiB | {events / gen['wall_s']:,.0f} events/s | |")
+    rows.append(f"| prepare (DuckDB) | {events:,} events | {prep['wall_s']:.0f} s | {prep['peak_rss_gib']:.2f} GiB | {events / prep['wall_s']:,.0f} events/s | |")
+    for key, train in results["stages"].items():
+        if not key.startswith("train"):
+            continue
+        t = train["timing"]
+        rows.append(
+            f"| {key}: scan + streaming fit | {train['examples']:,} examples | {t['scan_s'] + t['fit_s']:.0f} s | | "
+            f"{train['examples'] / (t['scan_s'] + t['fit_s']):,.0f} examples/s | |"
+        )
+        rows.append(
+            f"| {key}: one epoch | {train['examples']:,} examples | {t['epoch_s']:.0f} s | {train['peak_rss_gib']:.2f} GiB (whole stage) | "
+            f"{train['examples_per_s']:,.0f} examples/s, {train['achieved_gflops']:.1f} GFLOP/s | "
+            f"{train['fraction_of_matmul']:.0%} of {train['matmul_gflops']:.1f} GFLOP/s |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=100_000_000)
+    parser.add_argument("--users", type=int, default=None, help="default: events / 20")
+    parser.add_argument("--items", type=int, default=None, help="default: events / 50")
+    parser.add_argument("--threads", type=int, default=2, help="DuckDB threads and torch threads")
+    parser.add_argument("--memory-limit", default="14GB", help="DuckDB memory_limit")
+    parser.add_argument("--shuffle-buffer", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--subset-days", type=int, default=3, help="also train on the first K days (0: skip)")
+    parser.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated and prepared files")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="scale_"))
+    work.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(work).free / 2**30
+    results: dict = {
+        "events": args.events,
+        "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+                    "python": platform.python_version(), "load_average_start": os.getloadavg(), "free_disk_gib": round(free, 1)},
+        "settings": {"threads": args.threads, "memory_limit": args.memory_limit, "shuffle_buffer": args.shuffle_buffer,
+                     "batch_size": args.batch_size},
+        "stages": {},
+    }  # fmt: skip
+    threads = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    try:
+        spec = {"out": str(work / "log"), "events": args.events, "days": DAYS, "users": args.users, "items": args.items}
+        if not (work / "log" / "items.parquet").exists():
+            results["stages"]["generate"] = run_stage("generate", GENERATE, json.dumps(spec), str(HERE))
+        prepared = work / "prepared"
+        if not (prepared / "prepare.json").exists():
+            (work / "spill").mkdir(exist_ok=True)
+            spec = {"events": str(work / "log" / "events.parquet"), "items": str(work / "log" / "items.parquet"),
+                    "out": str(prepared), "memory_limit": args.memory_limit, "threads": args.threads, "spill": str(work / "spill")}  # fmt: skip
+            results["stages"]["prepare"] = run_stage("prepare", PREPARE, json.dumps(spec), env=threads)
+        train_spec = {"prepared": str(prepared), "threads": args.threads, "shuffle_buffer": args.shuffle_buffer,
+                      "batch_size": args.batch_size, "days": 0}  # fmt: skip
+        train_code = HERE / "scale_train.py"
+        results["stages"]["train"] = run_stage("train", train_code, json.dumps(train_spec), env=threads)
+        if args.subset_days:
+            train_spec |= {"days": args.subset_days, "data_only": True}
+            results["stages"][f"train_days{args.subset_days}"] = run_stage("train_days", train_code, json.dumps(train_spec), env=threads)
+    finally:
+        results["machine"]["load_average_end"] = os.getloadavg()
+        out = args.out or HERE / "results" / f"scale_{args.events}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        if not args.keep and args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    if "generate" in results["stages"] and "prepare" in results["stages"]:
+        print(table(results))
+    print(json.dumps({k: {m: v.get(m) for m in ("wall_s", "peak_rss_gib")} for k, v in results["stages"].items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
