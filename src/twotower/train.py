@@ -35,7 +35,6 @@ from twotower.selection import (
     BEST_RULE,
     SMOOTHING_RULE,
     improves,
-    make_holdout,
     smoothed_best_epoch,
 )
 from twotower.stream.files import ExampleFiles
@@ -156,8 +155,7 @@ class _Training:
         p.n_train = select.n_rows
         holdout = None
         if self.name != "none" and self.main:
-            held, history = self.data.held_out()
-            holdout = make_holdout(self.name, select.features, held, history, inputs.users, inputs.catalog)
+            holdout = self.data.holdout(select.features, inputs.users, inputs.catalog)
         snapshots = self._resume(select, "select")
         while not p.chosen:
             epoch = len(p.train_loss) + 1

@@ -4,8 +4,8 @@ Both answer the same questions: the fingerprint of the rows (for resuming), the 
 (its rows and their history), and the rows of each pass (selection: every day but the held-out one; refit:
 every day). ``InMemoryExamples`` answers from the DataFrame. ``StreamedExamples`` (``[train] shuffle_buffer``
 > 0) answers from one scan of the key columns (``ExampleFiles.scan``) and one streaming pass that fits both
-passes' feature spaces (``twotower.stream.fit``); only the held-out day's rows are read into memory (on
-rank 0, which alone scores them).
+passes' feature spaces (``twotower.stream.fit``); rank 0 alone scores the held-out day: a row group at a
+time for ``bce`` (``twotower.stream.holdout``), the day's rows in memory for ``softmax``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from twotower.config import ModelConfig
 from twotower.data.prepared import PreparedTables, is_complete
 from twotower.distributed import Distributed
 from twotower.model.feature_space import FeatureSpace, epoch_days
-from twotower.selection import holdout_name
+from twotower.selection import CatalogHoldout, holdout_name, make_holdout
 from twotower.stream.files import ExampleFiles, keys_hash
 from twotower.stream.fit import FitStatistics
+from twotower.stream.holdout import StreamedPlayedHoldout
 from twotower.train_pass import StreamedRows
 
 
@@ -58,8 +59,9 @@ class InMemoryExamples:
     def fingerprint(self) -> dict:
         return {"rows": len(self.rows), "rows_hash": keys_hash(self.rows)}
 
-    def held_out(self) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-        return self.rows[self.hold], self.history
+    def holdout(self, features: FeatureSpace, users: pd.DataFrame | None, catalog: pd.DataFrame | None):
+        """The held-out day's metric (``selection.make_holdout``) for the selection pass's ``features``."""
+        return make_holdout(self.name, features, self.rows[self.hold], self.history, users, catalog)
 
     def pass_rows(self, selection: bool) -> pd.DataFrame:
         return self.rows[~self.hold] if selection else self.rows
@@ -81,23 +83,23 @@ class StreamedExamples:
         if not len(self.index.days):
             raise ValueError(f"{files.train_path} holds no training rows")
         self.last_day = int(self.index.days.max())
-        self._held = None
         name = "none"
-        if len(self.index.days) > 1 and main:
-            self._held = files.read_days(self.index, [self.last_day])
-            name = holdout_name(objective, self._held)
+        if len(self.index.days) > 1 and main:  # the held-out day's users and labels decide its metric
+            name = holdout_name(objective, files.read_days(self.index, [self.last_day], ["user_id", "label", "day"]))
         self.name = dist.share(name) if dist else name
-        if self.name == "none":
-            self._held = None
         self.n_holdout = int(self.index.counts([self.last_day]).sum()) if self.name != "none" else 0
         self._fitted: tuple | None = None
 
     def fingerprint(self) -> dict:
         return {"rows": self.index.n_rows, "rows_hash": self.index.rows_hash}
 
-    def held_out(self) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-        """The held-out day's rows and their history snapshots (rank 0)."""
-        return self._held, self.files.history_for(self._held)
+    def holdout(self, features: FeatureSpace, users: pd.DataFrame | None, catalog: pd.DataFrame | None):
+        """The held-out day's metric (rank 0 calls it): played rows scored a row group at a time (bce), or the
+        catalog recall@100 of the day's rows read into memory (softmax: its users' first plays and positives)."""
+        if self.name == CatalogHoldout.name:
+            rows = self.files.read_days(self.index, [self.last_day])
+            return make_holdout(self.name, features, rows, self.files.history_for(rows), users, catalog)
+        return StreamedPlayedHoldout(self.name, self.files, self.index, self.last_day, features, users)
 
     def pass_rows(self, selection: bool) -> StreamedRows:
         days = [int(d) for d in self.index.days]
