@@ -106,12 +106,14 @@ def run_stage(name: str, code: str | Path, *args: str, env: dict | None = None) 
 
 
 def table(results: dict) -> str:
+    """The stages as a Markdown table."""
     rows = ["| stage | events / examples | wall | peak memory | throughput | fraction of matmul rate |", "|---|---|---|---|---|---|"]
-    events = results["events"]
-    gen, prep = results["stages"]["generate"], results["stages"]["prepare"]
-    rows.append(f"| generate | {events:,} events | {gen['wall_s']:.0f} s | {gen['peak_rss_gib']:.2f} GiB | {events / gen['wall_s']:,.0f} events/s | |")
-    rows.append(f"| prepare (DuckDB) | {events:,} events | {prep['wall_s']:.0f} s | {prep['peak_rss_gib']:.2f} GiB | {events / prep['wall_s']:,.0f} events/s | |")
-    for key, train in results["stages"].items():
+    events, stages = results["events"], results["stages"]
+    for key, what in (("generate", "generate"), ("prepare", "prepare (DuckDB)")):
+        if key in stages:
+            st = stages[key]
+            rows.append(f"| {what} | {events:,} events | {st['wall_s']:.0f} s | {st['peak_rss_gib']:.2f} GiB | {events / st['wall_s']:,.0f} events/s | |")
+    for key, train in stages.items():
         if not key.startswith("train"):
             continue
         t = train["timing"]
@@ -120,9 +122,9 @@ def table(results: dict) -> str:
             f"{train['examples'] / (t['scan_s'] + t['fit_s']):,.0f} examples/s | |"
         )
         rows.append(
-            f"| {key}: one epoch | {train['examples']:,} examples | {t['epoch_s']:.0f} s | {train['peak_rss_gib']:.2f} GiB (whole stage) | "
-            f"{train['examples_per_s']:,.0f} examples/s, {train['achieved_gflops']:.1f} GFLOP/s | "
-            f"{train['fraction_of_matmul']:.0%} of {train['matmul_gflops']:.1f} GFLOP/s |"
+            f"| {key}: one epoch | {train['examples']:,} examples | {t['epoch_s']:.0f} s (input {t['input_s']:.0f} s) | "
+            f"{train['peak_rss_gib']:.2f} GiB (whole stage) | {train['examples_per_s']:,.0f} examples/s, "
+            f"{train['achieved_gflops']:.1f} GFLOP/s | {train['fraction_of_matmul']:.0%} of {train['matmul_gflops']:.1f} GFLOP/s |"
         )
     return "\n".join(rows)
 
@@ -132,7 +134,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000_000)
     parser.add_argument("--users", type=int, default=None, help="default: events / 20")
     parser.add_argument("--items", type=int, default=None, help="default: events / 50")
-    parser.add_argument("--threads", type=int, default=2, help="DuckDB threads and torch threads")
+    parser.add_argument("--threads", type=int, default=2, help="DuckDB threads")
+    parser.add_argument(
+        "--torch-threads", type=int, default=1,
+        help="torch threads (on a shared machine 2 threads ran 5x slower than 1: each op waits for both)",
+    )
     parser.add_argument("--memory-limit", default="14GB", help="DuckDB memory_limit")
     parser.add_argument("--shuffle-buffer", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=4096)
@@ -148,11 +154,12 @@ def main() -> None:
         "events": args.events,
         "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
                     "python": platform.python_version(), "load_average_start": os.getloadavg(), "free_disk_gib": round(free, 1)},
-        "settings": {"threads": args.threads, "memory_limit": args.memory_limit, "shuffle_buffer": args.shuffle_buffer,
-                     "batch_size": args.batch_size},
+        "settings": {"duckdb_threads": args.threads, "torch_threads": args.torch_threads, "memory_limit": args.memory_limit,
+                     "shuffle_buffer": args.shuffle_buffer, "batch_size": args.batch_size},
         "stages": {},
     }  # fmt: skip
-    threads = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    threads = {"OMP_NUM_THREADS": str(args.threads)}
+    torch_threads = {"OMP_NUM_THREADS": str(args.torch_threads), "MKL_NUM_THREADS": str(args.torch_threads)}
     try:
         spec = {"out": str(work / "log"), "events": args.events, "days": DAYS, "users": args.users, "items": args.items}
         if not (work / "log" / "items.parquet").exists():
@@ -163,13 +170,13 @@ def main() -> None:
             spec = {"events": str(work / "log" / "events.parquet"), "items": str(work / "log" / "items.parquet"),
                     "out": str(prepared), "memory_limit": args.memory_limit, "threads": args.threads, "spill": str(work / "spill")}  # fmt: skip
             results["stages"]["prepare"] = run_stage("prepare", PREPARE, json.dumps(spec), env=threads)
-        train_spec = {"prepared": str(prepared), "threads": args.threads, "shuffle_buffer": args.shuffle_buffer,
+        train_spec = {"prepared": str(prepared), "threads": args.torch_threads, "shuffle_buffer": args.shuffle_buffer,
                       "batch_size": args.batch_size, "days": 0}  # fmt: skip
         train_code = HERE / "scale_train.py"
-        results["stages"]["train"] = run_stage("train", train_code, json.dumps(train_spec), env=threads)
+        results["stages"]["train"] = run_stage("train", train_code, json.dumps(train_spec), env=torch_threads)
         if args.subset_days:
             train_spec |= {"days": args.subset_days, "data_only": True}
-            results["stages"][f"train_days{args.subset_days}"] = run_stage("train_days", train_code, json.dumps(train_spec), env=threads)
+            results["stages"][f"train_days{args.subset_days}"] = run_stage("train_days", train_code, json.dumps(train_spec), env=torch_threads)
     finally:
         results["machine"]["load_average_end"] = os.getloadavg()
         out = args.out or HERE / "results" / f"scale_{args.events}.json"
@@ -177,8 +184,7 @@ def main() -> None:
         out.write_text(json.dumps(results, indent=2) + "\n")
         if not args.keep and args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    if "generate" in results["stages"] and "prepare" in results["stages"]:
-        print(table(results))
+    print(table(results))
     print(json.dumps({k: {m: v.get(m) for m in ("wall_s", "peak_rss_gib")} for k, v in results["stages"].items()}, indent=2))
 
 

@@ -37,23 +37,56 @@ def forward_macs(model: torch.nn.Module) -> int:
     return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
-def matmul_gflops(model: torch.nn.Module, batch: int, seconds: float = 2.0) -> float:
-    """torch.mm at each linear layer's shapes and ``batch`` rows: the forward product and both backward ones
-    (input gradient, weight gradient), repeated for ``seconds``; 2 x multiply-adds / time."""
-    shapes = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    operands = []
-    for n_in, n_out in shapes:
-        x, w, g = torch.randn(batch, n_in), torch.randn(n_in, n_out), torch.randn(batch, n_out)
-        operands += [(x, w), (g, w.t()), (x.t(), g)]
-    flops = 2 * sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in operands)
-    for a, b in operands:  # warm up
-        torch.mm(a, b)
-    rounds, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for a, b in operands:
+class MatmulReference:
+    """torch.mm at each linear layer's shapes and the batch size: the forward product and both backward ones
+    (input gradient, weight gradient); ``run`` times one round of all of them."""
+
+    def __init__(self, model: torch.nn.Module, batch: int):
+        shapes = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        self.operands = []
+        for n_in, n_out in shapes:
+            x, w, g = torch.randn(batch, n_in), torch.randn(n_in, n_out), torch.randn(batch, n_out)
+            self.operands += [(x, w), (g, w.t()), (x.t(), g)]
+        self.flops = 2 * sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in self.operands)
+        self.rounds, self.seconds = 0, 0.0
+        for a, b in self.operands:  # warm up
             torch.mm(a, b)
-        rounds += 1
-    return flops * rounds / (time.perf_counter() - start) / 1e9
+
+    def run(self) -> None:
+        start = time.perf_counter()
+        for a, b in self.operands:
+            torch.mm(a, b)
+        self.seconds += time.perf_counter() - start
+        self.rounds += 1
+
+    def gflops(self) -> float:
+        return self.flops * self.rounds / self.seconds / 1e9
+
+
+class Interleaved:
+    """The training batches with a matmul reference round every ``every`` batches, so that the reference
+    rate is measured under the same load as the training around it; also the time spent producing batches."""
+
+    def __init__(self, batches, reference: MatmulReference, every: int = 10):
+        self.batches, self.reference, self.every, self.input_s = batches, reference, every, 0.0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getattr__(self, name):  # loss, max_held, ... of the batches
+        return getattr(self.batches, name)
+
+    def __iter__(self):
+        inner = iter(self.batches)
+        for step in range(len(self.batches)):
+            start = time.perf_counter()
+            batch = next(inner)
+            self.input_s += time.perf_counter() - start
+            if step % self.every == 0:
+                self.reference.run()
+            yield batch
+        for _ in inner:  # the generator's end (it draws its last permutation there)
+            pass
 
 
 def main() -> None:
@@ -80,17 +113,20 @@ def main() -> None:
     torch.manual_seed(0)
     rows = StreamedRows(files, index, days, features)
     one = TrainingPass(inputs, rows, seed=0)
+    probe = Interleaved(one.batches, MatmulReference(one.model, spec["batch_size"]))
+    one.batches = probe
     loss, seen, seconds = one.run_epoch("epoch")
-    timing["epoch_s"] = seconds
+    training_s = seconds - probe.reference.seconds  # the epoch without the interleaved reference rounds
+    timing |= {"epoch_s": training_s, "input_s": probe.input_s, "reference_s": probe.reference.seconds}
     macs = forward_macs(one.model)
-    achieved = seen / seconds * 2 * macs * 3 / 1e9
-    reference = matmul_gflops(one.model, spec["batch_size"])
+    achieved = seen / training_s * 2 * macs * 3 / 1e9
+    reference = probe.reference.gflops()
     result = {
         "examples": seen, "days": len(days), "row_groups": len(files), "loss": loss, "timing": timing,
-        "examples_per_s": seen / seconds, "forward_macs_per_example": macs, "achieved_gflops": achieved,
+        "examples_per_s": seen / training_s, "forward_macs_per_example": macs, "achieved_gflops": achieved,
         "matmul_gflops": reference, "fraction_of_matmul": achieved / reference, "max_rows_held": one.batches.max_held,
         "own_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "batches": len(one.batches),
     }  # fmt: skip
     if spec.get("data_only"):  # the input pipeline alone: read, encode, shuffle, cut batches
         start = time.perf_counter()

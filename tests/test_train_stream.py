@@ -188,7 +188,7 @@ def test_streamed_softmax_with_a_buffer_holding_every_row_equals_in_memory(tmp_p
     _same_training(streamed, memory)
 
 
-def test_a_small_buffer_holds_at_most_buffer_plus_a_row_group_and_sees_every_row_once(data, tmp_path):
+def test_a_small_buffer_holds_at_most_buffer_plus_three_row_groups_and_sees_every_row_once(data, tmp_path):
     cfg = small_config(user_features=ALL_USER, item_features=ALL_ITEM)
     train = TrainConfig(batch_size=16, device="cpu", shuffle_buffer=50)
     files = files_of(data, tmp_path)
@@ -198,7 +198,7 @@ def test_a_small_buffer_holds_at_most_buffer_plus_a_row_group_and_sees_every_row
     one = TrainingPass(inputs, examples.pass_rows(selection=False), seed=0)
     batches = list(one.batches)
     assert len(batches) == len(one.batches) == -(-len(data["train"]) // 16)
-    assert one.batches.max_held <= 50 + ROW_GROUP + 16
+    assert one.batches.max_held <= 50 + 3 * ROW_GROUP + 16  # the buffer, the row group absorbed, two loaded ahead, a batch
     # the rows that came out are the training rows, each once: compare them with the in-memory encoding
     got = pd.DataFrame({k: torch.cat([b[k] for b in batches]).numpy() for k in ("user_idx", "item_idx", "hour", "label")})
     encoded = one.features.transform(data["train"], data["history"], data["users"]).columns
@@ -214,3 +214,15 @@ def test_streaming_needs_the_files_not_a_dataframe(data, tmp_path):
     with pytest.raises(ValueError, match="shuffle_buffer = 100 streams the prepared Parquet"):
         train_model(small_config(), TrainConfig(shuffle_buffer=100, device="cpu"), data["train"], data["history"],
                     data["users"], data["item_table"], tmp_path)  # fmt: skip
+
+
+def test_an_error_while_loading_ahead_reaches_the_training_loop(data, tmp_path):
+    """Row groups are read in a background thread: its error is raised where the batches are consumed."""
+    cfg = small_config(user_features=("pos_mean_hist_emb",), item_features=("content",))
+    files = files_of({**data, "history": data["history"].drop(columns="neg_items")}, tmp_path)
+    train = TrainConfig(batch_size=16, device="cpu", shuffle_buffer=50)
+    examples = StreamedExamples(files, cfg, "bce", None, data["item_table"])
+    inputs = PassInputs(cfg, train, None, None, data["item_table"], None, torch.device("cpu"), False)
+    one = TrainingPass(inputs, examples.pass_rows(selection=False), seed=0)
+    with pytest.raises(KeyError, match="neg_items"):
+        list(one.batches)

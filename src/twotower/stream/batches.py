@@ -17,13 +17,20 @@ drawn order), the day's positive rows pass through a ``ShuffleBuffer`` emptied a
 into within-day batches, and the batches pass through a ``BatchPool`` that mixes days; each batch then gets
 its day's catalog negatives. With a buffer holding every row this is the in-memory ``SoftmaxBatches``.
 
+Row groups are read and encoded in a background thread, up to two ahead (``_Prefetch``), while the
+training step runs; the random draws all stay in the training thread.
+
 Memory: the buffer (``shuffle_buffer`` rows; softmax: the same again for the pool), the row group being
-absorbed and one batch being cut, whatever the number of rows.
+absorbed, two row groups loaded ahead and one batch being cut, whatever the number of rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -34,7 +41,7 @@ from twotower.model.batching import DayCatalog, PlayedBatches, SoftmaxBatches, e
 from twotower.model.dataset import to_device
 from twotower.model.feature_space import FeatureSpace
 from twotower.stream.files import ExampleFiles, ExampleIndex
-from twotower.stream.shuffle import HISTORY, Batcher, BatchPool, Rows, ShuffleBuffer, n_rows
+from twotower.stream.shuffle import Batcher, BatchPool, Rows, ShuffleBuffer, n_rows
 
 BASE_COLUMNS = ("user_id", "item_id", "creator_id", "day", "dow", "hour", "label", "weight")
 
@@ -53,8 +60,9 @@ def flatten(encoded) -> Rows:
 
 
 def to_batch(rows: Rows, device: torch.device) -> dict[str, torch.Tensor]:
-    """Buffer rows -> a batch on ``device`` (history rows as int64, as ``EncodedRows`` returns them)."""
-    return to_device({k: v.long() if k in HISTORY else v for k, v in rows.items()}, device)
+    """Buffer rows -> a batch on ``device``. History rows stay int32 (``EncodedRows`` gives int64): the towers'
+    ``embedding_bag`` takes either with the same result, and the copy to int64 was a tenth of the input time."""
+    return to_device(rows, device)
 
 
 def deal(sizes: np.ndarray, ranks: int) -> np.ndarray:
@@ -97,8 +105,69 @@ class StreamPlan:
         return np.flatnonzero(self.counts[:, k] > 0)
 
 
+class _Prefetch:
+    """``load(item)`` for each of ``work`` in a background thread, at most two results ahead of the consumer.
+    Reading Parquet, the history lookup and encoding release the GIL for most of their work, so on a second
+    core they overlap the training step. Only loading happens there: every random draw stays in the
+    consumer's thread, so the batches are the same as with loading in line. ``ahead``: rows loaded and not
+    yet taken."""
+
+    _DONE = object()
+
+    def __init__(self, work: list, load: Callable[[object], Rows]):
+        self.work, self.load = work, load
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.ahead = 0
+
+    def _put(self, value) -> None:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(value, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        try:
+            for item in self.work:
+                if self.stop.is_set():
+                    return
+                rows = self.load(item)
+                with self.lock:
+                    self.ahead += n_rows(rows)
+                self._put((item, rows))
+            self._put(self._DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._put(_Failed(exc))
+
+    def __iter__(self) -> Iterator[tuple[object, Rows]]:
+        thread = threading.Thread(target=self._run, name="twotower-prefetch", daemon=True)
+        thread.start()
+        try:
+            while (got := self.queue.get()) is not self._DONE:
+                if isinstance(got, _Failed):
+                    raise got.error
+                with self.lock:
+                    self.ahead -= n_rows(got[1])
+                yield got
+        finally:
+            self.stop.set()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self.queue.get_nowait()
+            thread.join()
+
+
+@dataclass
+class _Failed:
+    error: BaseException
+
+
 class _Streamed:
-    """What both objectives' streamed batches share: reading and encoding row groups."""
+    """What both objectives' streamed batches share: reading and encoding row groups (``_Prefetch``), and the
+    step count."""
 
     def __init__(
         self, files: ExampleFiles, plan: StreamPlan, features: FeatureSpace, users: pd.DataFrame | None,
@@ -107,7 +176,8 @@ class _Streamed:
         self.files, self.plan, self.features, self.users = files, plan, features, users
         self.capacity, self.generator, self.order, self.device = capacity, generator, order, device
         self.columns = training_columns(features)
-        self.max_held = 0  # the most rows held at once (buffer, pool, batch being cut, row group absorbed)
+        self.max_held = 0  # the most rows held at once: buffers, batch being cut, row groups loaded
+        self._loader: _Prefetch | None = None
 
     def __len__(self) -> int:
         return self.plan.steps
@@ -119,11 +189,24 @@ class _Streamed:
             return values
         return values[torch.randperm(len(values), generator=self.order).numpy()]
 
-    def _read(self, group: int, days: list[int], positives: bool) -> pd.DataFrame:
-        return self.files.read(group, self.columns, days, positives)
+    def _loaded(self, work: list, load: Callable[[object], Rows]) -> Iterator[tuple[object, Rows]]:
+        self._loader = _Prefetch(work, load)
+        return iter(self._loader)
 
     def _note(self, held: int) -> None:
-        self.max_held = max(self.max_held, held)
+        self.max_held = max(self.max_held, held + (self._loader.ahead if self._loader else 0))
+
+    def _epoch(self) -> Iterator:
+        """The steps, then ``None`` steps up to the plan's count (a rank that has run out of rows)."""
+        count = 0
+        for step in self._steps():
+            count += 1
+            yield step
+        for _ in range(count, self.plan.steps):
+            yield None
+
+    def _steps(self) -> Iterator:
+        raise NotImplementedError
 
 
 class StreamedPlayedBatches(_Streamed):
@@ -142,31 +225,25 @@ class StreamedPlayedBatches(_Streamed):
         torch.empty((), dtype=torch.int64).random_()
         return self._epoch()
 
-    def _encode(self, frame: pd.DataFrame) -> Rows:
+    def _load(self, group: int) -> Rows:
+        frame = self.files.read(group, self.columns, self.plan.days)
         return flatten(self.features.transform(frame, self.files.history_for(frame), self.users))
 
-    def _epoch(self) -> Iterator:
+    def _steps(self) -> Iterator:
         buffer, batcher = ShuffleBuffer(self.capacity, self.generator, self.batch_size), Batcher(self.batch_size)
-        count = 0
-        for group in self._shuffled(self.plan.groups):
-            rows = self._encode(self._read(int(group), self.plan.days, positives=False))
+        for _, rows in self._loaded([int(g) for g in self._shuffled(self.plan.groups)], self._load):
             self._note(buffer.held + batcher.held + n_rows(rows))
             for piece in buffer.push(rows):
                 for batch in batcher.push(piece):
-                    count += 1
                     yield to_batch(batch, self.device)
         for piece in buffer.flush():
             for batch in batcher.push(piece):
-                count += 1
                 yield to_batch(batch, self.device)
         if self.plan.n_rows <= self.capacity:
             # RandomSampler draws (and drops) a second permutation when its epoch ends: keep in step with it
             torch.randperm(self.plan.n_rows, generator=self.generator)
         for batch in batcher.flush():
-            count += 1
             yield to_batch(batch, self.device)
-        for _ in range(count, self.plan.steps):
-            yield None
 
 
 class StreamedSoftmaxBatches(_Streamed):
@@ -188,36 +265,45 @@ class StreamedSoftmaxBatches(_Streamed):
     def __iter__(self) -> Iterator:
         return self._epoch()
 
-    def _encode(self, frame: pd.DataFrame) -> Rows:
+    def _load(self, work: tuple[int, int]) -> Rows:
+        day, group = self.plan.days[work[0]], work[1]
+        frame = self.files.read(group, self.columns, [day], positives=True)
         history = self.files.history_for(frame)
         return flatten(encode_positives(self.features, frame, history, self.users, self.shares))
 
-    def _day(self, k: int) -> Iterator[Rows]:
-        """The k-th pass day's batches (its positives through a buffer emptied at the day's end)."""
-        day = self.plan.days[k]
-        buffer, batcher = ShuffleBuffer(self.capacity, self.generator, self.batch_size), Batcher(self.batch_size)
-        for group in self._shuffled(self.plan.day_groups(k)):
-            rows = self._encode(self._read(int(group), [day], positives=True))
+    def _steps(self) -> Iterator:
+        """Day by day (its positives through a buffer emptied at the day's end, cut into batches), the
+        batches through the pool that mixes days."""
+        self.pool = BatchPool(self.capacity, self.generator)
+        days = [int(k) for k in self._shuffled(np.arange(len(self.plan.days)))]
+        work = [(k, int(g)) for k in days for g in self._shuffled(self.plan.day_groups(k))]
+        current, buffer, batcher = None, None, None
+        for (k, _), rows in self._loaded(work, self._load):
+            if k != current:
+                if current is not None:
+                    yield from self._end_of_day(current, buffer, batcher)
+                current = k
+                buffer = ShuffleBuffer(self.capacity, self.generator, self.batch_size)
+                batcher = Batcher(self.batch_size)
             self._note(buffer.held + batcher.held + n_rows(rows) + self.pool.held)
             for piece in buffer.push(rows):
-                yield from batcher.push(piece)
-        for piece in buffer.flush():
-            yield from batcher.push(piece)
-        yield from batcher.flush()
-
-    def _epoch(self) -> Iterator:
-        self.pool = BatchPool(self.capacity, self.generator)
-        count = 0
-        for k in self._shuffled(np.arange(len(self.plan.days))):
-            for batch in self._day(int(k)):
-                for out in self.pool.push((self.plan.days[int(k)], batch), n_rows(batch)):
-                    count += 1
-                    yield self._step(*out)
+                for batch in batcher.push(piece):
+                    yield from self._pooled(k, batch)
+        if current is not None:
+            yield from self._end_of_day(current, buffer, batcher)
         for out in self.pool.flush():
-            count += 1
             yield self._step(*out)
-        for _ in range(count, self.plan.steps):
-            yield None
+
+    def _end_of_day(self, k: int, buffer: ShuffleBuffer, batcher: Batcher) -> Iterator:
+        for piece in buffer.flush():
+            for batch in batcher.push(piece):
+                yield from self._pooled(k, batch)
+        for batch in batcher.flush():
+            yield from self._pooled(k, batch)
+
+    def _pooled(self, k: int, batch: Rows) -> Iterator:
+        for out in self.pool.push((self.plan.days[k], batch), n_rows(batch)):
+            yield self._step(*out)
 
     def _step(self, day: int, rows: Rows):
         negatives = self.catalog.sample(day, self.negatives, self.generator) if self.negatives else None
