@@ -9,8 +9,8 @@ psutil, or the child's own peak from wait4 when higher):
   train      the streamed input ([train] shuffle_buffer): one scan of the key columns, the feature space fitted
              in one streaming pass, one epoch over every training day; then, in the same process, torch.mm
              timed at the towers' layer shapes and the batch size (forward and both backward products)
-  train_days K: the same on the first K training days only (examples / 4 for K = 3 of 12): memory must not
-             follow the examples
+  train_days K: the same on the last K training days only (about a quarter of the examples for K = 3 of
+             13, with the window's longest histories): memory must not follow the examples
 
 Throughput: examples/s, and GFLOP/s = examples/s x 2 x (multiply-adds of a forward pass through both
 towers' linear layers) x 3 (forward + backward ~ 3 x forward) against the matmul rate at the same shapes.
@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--memory-limit", default="14GB", help="DuckDB memory_limit")
     parser.add_argument("--shuffle-buffer", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--subset-days", type=int, default=3, help="also train on the first K days (0: skip)")
+    parser.add_argument("--subset-days", type=int, default=3, help="also train on the last K days (0: skip)")
     parser.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the generated and prepared files")
     parser.add_argument("--out", type=Path, default=None)

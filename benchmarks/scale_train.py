@@ -1,8 +1,9 @@
 """The training stage of benchmarks/scale.py, in a process of its own: streamed input over a prepared
 directory (scan, streaming fit, one epoch), then torch.mm timed at the towers' layer shapes.
 
-Usage: python benchmarks/scale_train.py '{"prepared": DIR, "threads": 2, "shuffle_buffer": N, "batch_size": B,
-"days": K}' (K = 0: every training day; K > 0: the first K days). Prints one JSON line.
+Usage: python benchmarks/scale_train.py '{"prepared": DIR, "threads": 1, "shuffle_buffer": N, "batch_size": B,
+"days": K}' (K = 0: every training day; K > 0: the last K days, whose history snapshots are the longest, so
+that a row takes as much buffer memory as in the whole window). Prints one JSON line.
 """
 
 import json
@@ -101,7 +102,7 @@ def main() -> None:
     files = ExampleFiles.prepared(prepared)
     index = files.scan()
     timing["scan_s"] = time.perf_counter() - start
-    days = [int(d) for d in index.days][: spec["days"] or None]
+    days = [int(d) for d in index.days][-spec["days"] :] if spec["days"] else [int(d) for d in index.days]
     start = time.perf_counter()
     stats = FitStatistics(model_config)
     columns = ["user_id", "item_id", "creator_id", "day", "label", *(c for s in stats.groups.values() for c in s.columns)]
