@@ -1,8 +1,8 @@
 """The training rows as ``twotower.train`` sees them: in memory (a DataFrame) or left in the prepared Parquet.
 
 Both answer the same questions: the fingerprint of the rows (for resuming), the held-out last training day
-(its rows and their history), and the rows of each pass (selection: every day but the held-out one; refit:
-every day). ``InMemoryExamples`` answers from the DataFrame. ``StreamedExamples`` (``[train] shuffle_buffer``
+(its metric's name and the metric itself), and the rows of each pass (selection: every day but the held-out
+one; refit: every day). ``InMemoryExamples`` answers from the DataFrame. ``StreamedExamples`` (``[train] shuffle_buffer``
 > 0) answers from one scan of the key columns (``ExampleFiles.scan``) and one streaming pass that fits both
 passes' feature spaces (``twotower.stream.fit``); rank 0 alone scores the held-out day: a row group at a
 time for ``bce`` (``twotower.stream.holdout``), the day's rows in memory for ``softmax``.
