@@ -150,6 +150,23 @@ def test_streamed_fit_equals_fit(data, parts):
         np.testing.assert_allclose(got.scalers_[group].std_, scaler.std_, rtol=1e-12)
 
 
+def test_streamed_fit_counts_categorical_static_codes_per_row():
+    """A code seen on 3 users with 1, 2 and 2 rows is kept at min_count 5 (5 rows), one on 4 rows is not:
+    the streamed fit weighs each user's code by the user's rows, as fit counts the joined rows."""
+    cfg = small_config(user_features=("user_static",), item_features=())
+    rows = pd.DataFrame({"user_id": [1, 2, 2, 3, 3, 4, 4, 4, 4, 5], "item_id": np.arange(10), "label": 1})
+    users = pd.DataFrame(
+        {"user_id": [1, 2, 3, 4, 5, 6], "static_x": [1.0, 2, 3, 4, 5, 6], "cat_seg": ["a", "a", "a", "b", None, "c"]}
+    )
+    expected = FeatureSpace(cfg).fit(rows, users)
+    stats = FitStatistics(cfg)
+    for part in (rows.iloc[:3], rows.iloc[3:]):
+        stats.update(part)
+    got = stats.features(users)
+    assert expected.static_categories_.values_ == {"cat_seg": ["a"]}
+    assert got.static_categories_.values_ == expected.static_categories_.values_
+
+
 # ---- training: streamed through a buffer holding everything == in memory -----------------------------
 
 

@@ -94,10 +94,17 @@ class CategoryVocab:
     def _as_str(values: pd.Series) -> pd.Series:
         return values.astype("string").str.strip()
 
-    def fit(self, frame: pd.DataFrame) -> CategoryVocab:
+    def fit(self, frame: pd.DataFrame, weight: np.ndarray | None = None) -> CategoryVocab:
+        """``frame`` (n, ...) holds the columns; ``weight`` (n,): how many rows each of its rows stands for
+        (default one; the streamed fit passes each user's row count)."""
         self.values_ = {}
         for c in self.columns:
-            counts = self._as_str(frame[c]).dropna().value_counts()
+            values = self._as_str(frame[c])
+            if weight is None:
+                counts = values.dropna().value_counts()
+            else:
+                known = values.notna().to_numpy()
+                counts = pd.Series(np.asarray(weight)[known]).groupby(values[known].to_numpy()).sum()
             self.values_[c] = sorted(counts.index[counts >= self.min_count])
         return self
 

@@ -11,7 +11,8 @@ pairwise update. ``features`` turns them into a ``FeatureSpace``:
   rounding (relative differences of about 1e-15), not bit for bit;
 * user_static: every row of a user carries the same users.parquet values, so the statistics over rows are
   the statistics over users weighted by each user's row count (from the user counts, no per-row pass);
-  the log1p choice (non-negative, maximum over 100) looks at the same values;
+  the log1p choice (non-negative, maximum over 100) looks at the same values; the vocabularies of the
+  categorical ``cat_*`` columns count each user's value once per row of the user, as ``fit`` does;
 * the content scale: the training rows' items are the item vocabulary, so it is ``fit``'s exactly.
 
 Memory: O(distinct ids + columns), whatever the number of rows.
@@ -23,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from twotower.config import ModelConfig
-from twotower.model.feature_space import FeatureSpace, _require, static_log1p
-from twotower.model.vocab import IdVocab, NumericScaler
+from twotower.model.feature_space import CATEGORY_MIN_COUNT, FeatureSpace, _require, static_log1p
+from twotower.model.vocab import CategoryVocab, IdVocab, NumericScaler
 
 
 class IdCounts:
@@ -166,18 +167,30 @@ class FitStatistics:
             space.scalers_[group] = self.moments[group].scaler(scaler.columns, scaler.log1p)
         if "user_static" in self.config.user_features:
             space.scalers_["user_static"] = self._static(users)
+            space.static_categories_ = self._categories(users)
         if space.needs_content:
             space.fit_content(item_table, space.items_.ids_)
         return space
 
-    def _static(self, users: pd.DataFrame | None) -> NumericScaler:
-        static = FeatureSpace.static_columns(users)
+    def _weighted_users(self, users: pd.DataFrame | None) -> tuple[pd.DataFrame, np.ndarray]:
+        """The users table's users that have training rows (one row each) and their row counts (float64)."""
+        FeatureSpace.static_columns(users)  # the error for a missing users table
         table = users.drop_duplicates("user_id")
         ids, counts = self.users.result()
         at = pd.Index(ids).get_indexer(table["user_id"].to_numpy(np.int64))
         weight = np.where(at >= 0, np.append(counts, 0)[at], 0).astype(np.float64)  # rows of each user
-        table = table[weight > 0]
-        weight = weight[weight > 0]
+        return table[weight > 0], weight[weight > 0]
+
+    def _static(self, users: pd.DataFrame | None) -> NumericScaler:
+        static = FeatureSpace.static_columns(users)
+        table, weight = self._weighted_users(users)
         x = table[static].to_numpy(dtype=np.float64, na_value=np.nan).reshape(len(table), len(static))
         scaler = NumericScaler(static, static_log1p(x))
         return _weighted_moments(scaler.inputs(table), weight).scaler(static, scaler.log1p)
+
+    def _categories(self, users: pd.DataFrame | None) -> CategoryVocab | None:
+        categorical = FeatureSpace.categorical_columns(users)
+        if not categorical:
+            return None
+        table, weight = self._weighted_users(users)
+        return CategoryVocab(categorical, min_count=CATEGORY_MIN_COUNT).fit(table, weight)
