@@ -15,7 +15,7 @@ psutil, or the child's own peak from wait4 when higher):
 Throughput: examples/s, and GFLOP/s = examples/s x 2 x (multiply-adds of a forward pass through both
 towers' linear layers) x 3 (forward + backward ~ 3 x forward) against the matmul rate at the same shapes.
 
-Usage: python benchmarks/scale.py --events 100000000 [--threads 2] [--work DIR] [--keep]
+Usage: python benchmarks/scale.py --events 100000000 [--threads 2] [--log DIR] [--work DIR] [--keep]
 Writes benchmarks/results/scale_<events>.json and prints the table.
 """
 
@@ -34,6 +34,8 @@ from pathlib import Path
 
 import psutil
 
+from twotower.data.prepared import is_complete
+
 HERE = Path(__file__).resolve().parent
 DAYS = 14
 
@@ -48,23 +50,10 @@ raw = {
     "data": {"adapter": "generic", "path": spec["events"], "items_path": spec["items"], "timezone": "Asia/Shanghai"},
     "experiments": [{"id": 1, "train_start": "2022-05-01", "train_end": "2022-05-13", "val_date": "2022-05-14"}],
 }
-settings = {"memory_limit": spec["memory_limit"], "threads": spec["threads"], "temp_directory": spec["spill"]}
-from twotower.config import DataConfig
-if "duckdb" in DataConfig.model_fields:  # [data.duckdb] exists: the config sets them
-    raw["data"]["duckdb"] = settings
-    how = "config [data.duckdb]"
-else:  # set on the engine connection prepare opens
-    original = prep.connect
-    def connect(engine="duckdb", threads=None):
-        con = original(engine, threads=settings["threads"])
-        con.raw_sql(f"SET memory_limit = '{settings['memory_limit']}'")
-        con.raw_sql(f"SET temp_directory = '{settings['temp_directory']}'")
-        return con
-    prep.connect = connect
-    how = "SET on the DuckDB connection (no [data.duckdb] in the config)"
+raw["data"]["duckdb"] = {"memory_limit": spec["memory_limit"], "threads": spec["threads"], "temp_directory": spec["spill"]}
 cfg = parse_config(raw)
-result = prep.prepare_experiment(cfg, cfg.experiments[0], Path(spec["out"]), progress=False)
-print(json.dumps({"how": how, "settings": settings, "step_seconds": result.funnel.notes.get("step_seconds"),
+result = prep.prepare_experiment(cfg, cfg.experiments[0], Path(spec["out"]), overwrite=True, progress=False)
+print(json.dumps({"settings": raw["data"]["duckdb"], "engine": result.funnel.notes.get("engine"), "step_seconds": result.funnel.notes.get("step_seconds"),
                   "funnel": result.funnel.as_dict()["steps"]}))
 """
 
@@ -82,7 +71,7 @@ print(json.dumps({"events": str(events), "items": str(items)}))
 def run_stage(name: str, code: str | Path, *args: str, env: dict | None = None) -> dict:
     """Run ``code`` (source, or a script's path) in a fresh Python; its wall time, peak memory (GiB) and the
     JSON it prints last."""
-    start = time.perf_counter()
+    start, load_start = time.perf_counter(), os.getloadavg()
     command = [sys.executable, str(code)] if isinstance(code, Path) else [sys.executable, "-c", code]
     child = subprocess.Popen(
         [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -102,7 +91,8 @@ def run_stage(name: str, code: str | Path, *args: str, env: dict | None = None) 
         raise RuntimeError(f"{name} failed:\n{stderr[-4000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
     print(f"{name}: {wall:.1f} s, peak {peak / 2**30:.2f} GiB", file=sys.stderr, flush=True)
-    return {"wall_s": round(wall, 2), "peak_rss_gib": round(peak / 2**30, 3), **result}
+    load = {"load_average_start": load_start, "load_average_end": os.getloadavg()}
+    return {"wall_s": round(wall, 2), "peak_rss_gib": round(peak / 2**30, 3), **load, **result}
 
 
 def table(results: dict) -> str:
@@ -143,6 +133,10 @@ def main() -> None:
     parser.add_argument("--shuffle-buffer", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--subset-days", type=int, default=3, help="also train on the last K days (0: skip)")
+    parser.add_argument(
+        "--log", type=Path, default=None,
+        help="an existing log directory (events.parquet, items.parquet, from an earlier run's work/log): skip generating",
+    )
     parser.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the generated and prepared files")
     parser.add_argument("--out", type=Path, default=None)
@@ -161,13 +155,16 @@ def main() -> None:
     threads = {"OMP_NUM_THREADS": str(args.threads)}
     torch_threads = {"OMP_NUM_THREADS": str(args.torch_threads), "MKL_NUM_THREADS": str(args.torch_threads)}
     try:
-        spec = {"out": str(work / "log"), "events": args.events, "days": DAYS, "users": args.users, "items": args.items}
-        if not (work / "log" / "items.parquet").exists():
+        log = args.log or work / "log"
+        spec = {"out": str(log), "events": args.events, "days": DAYS, "users": args.users, "items": args.items}
+        if args.log is None and not (log / "items.parquet").exists():
             results["stages"]["generate"] = run_stage("generate", GENERATE, json.dumps(spec), str(HERE))
+        results["log"] = {"reused": "generate" not in results["stages"],
+                          "events_file_gib": round((log / "events.parquet").stat().st_size / 2**30, 2)}
         prepared = work / "prepared"
-        if not (prepared / "prepare.json").exists():
+        if not is_complete(prepared):  # absent, or interrupted (prepare overwrites an interrupted result)
             (work / "spill").mkdir(exist_ok=True)
-            spec = {"events": str(work / "log" / "events.parquet"), "items": str(work / "log" / "items.parquet"),
+            spec = {"events": str(log / "events.parquet"), "items": str(log / "items.parquet"),
                     "out": str(prepared), "memory_limit": args.memory_limit, "threads": args.threads, "spill": str(work / "spill")}  # fmt: skip
             results["stages"]["prepare"] = run_stage("prepare", PREPARE, json.dumps(spec), env=threads)
         train_spec = {"prepared": str(prepared), "threads": args.torch_threads, "shuffle_buffer": args.shuffle_buffer,
