@@ -36,18 +36,7 @@ def generate(out_dir: Path, events: int, days: int = 10, seed: int = 0) -> tuple
     taste = rng.normal(0, 0.15, n_users)
     fraction = np.clip(rng.beta(1.2, 3.0, events) + quality[item] * 0.8 + taste[user], 0, 1.6)
     ts = START_MS + rng.integers(0, days * DAY_MS, events)
-    order = np.argsort(ts, kind="stable")
-    table = pa.table(
-        {
-            "user_id": user[order],
-            "item_id": item[order],
-            "timestamp": pa.array(ts[order], type=pa.timestamp("ms", tz="UTC")),
-            "watch_seconds": np.round(fraction * duration_s[item], 2)[order],
-            "duration_seconds": duration_s[item][order],
-            "like": (rng.random(events) < 0.02 + 0.05 * fraction).astype(np.int8)[order],
-            "share": (rng.random(events) < 0.005).astype(np.int8)[order],
-        }
-    )
+    table = _plays(user, item, ts, fraction, duration_s, rng)
     out_dir.mkdir(parents=True, exist_ok=True)
     events_path, items_path = out_dir / "events.parquet", out_dir / "items.parquet"
     pq.write_table(table, events_path, row_group_size=1_000_000)
@@ -62,6 +51,25 @@ def generate(out_dir: Path, events: int, days: int = 10, seed: int = 0) -> tuple
     )
     pq.write_table(items, items_path)
     return events_path, items_path
+
+
+def _plays(user, item, ts, fraction, duration_s, rng: np.random.Generator, schema: pa.Schema | None = None) -> pa.Table:
+    """The plays (user, item, ms timestamp, watched fraction; each (n,)) as an events table in time order;
+    ``like`` then ``share`` drawn from ``rng``."""
+    n = len(user)
+    order = np.argsort(ts, kind="stable")
+    return pa.table(
+        {
+            "user_id": user[order],
+            "item_id": item[order],
+            "timestamp": pa.array(ts[order], type=pa.timestamp("ms", tz="UTC")),
+            "watch_seconds": np.round(fraction * duration_s[item], 2)[order],
+            "duration_seconds": duration_s[item][order],
+            "like": (rng.random(n) < 0.02 + 0.05 * fraction).astype(np.int8)[order],
+            "share": (rng.random(n) < 0.005).astype(np.int8)[order],
+        },
+        schema=schema,
+    )
 
 
 def _sampler(weights: np.ndarray):
@@ -103,20 +111,7 @@ def generate_by_day(
             user, item = draw_user(day_rng, n).astype(np.int64), draw_item(day_rng, n).astype(np.int64)
             fraction = np.clip(day_rng.beta(1.2, 3.0, n) + quality[item] * 0.8 + taste[user], 0, 1.6)
             ts = START_MS + day * DAY_MS + day_rng.integers(0, DAY_MS, n)
-            order = np.argsort(ts, kind="stable")
-            table = pa.table(
-                {
-                    "user_id": user[order],
-                    "item_id": item[order],
-                    "timestamp": pa.array(ts[order], type=pa.timestamp("ms", tz="UTC")),
-                    "watch_seconds": np.round(fraction * duration_s[item], 2)[order],
-                    "duration_seconds": duration_s[item][order],
-                    "like": (day_rng.random(n) < 0.02 + 0.05 * fraction).astype(np.int8)[order],
-                    "share": (day_rng.random(n) < 0.005).astype(np.int8)[order],
-                },
-                schema=schema,
-            )
-            writer.write_table(table, row_group_size=1_000_000)
+            writer.write_table(_plays(user, item, ts, fraction, duration_s, day_rng, schema), row_group_size=1_000_000)
     window_start = np.datetime64(int(START_MS // DAY_MS) + 1, "D")  # the first local day (Asia/Shanghai)
     items = pa.table(
         {
