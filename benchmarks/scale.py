@@ -73,19 +73,20 @@ def run_stage(name: str, code: str | Path, *args: str, env: dict | None = None) 
     JSON it prints last."""
     start, load_start = time.perf_counter(), os.getloadavg()
     command = [sys.executable, str(code)] if isinstance(code, Path) else [sys.executable, "-c", code]
-    child = subprocess.Popen(
-        [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, **(env or {})},
-    )  # fmt: skip
-    proc, peak = psutil.Process(child.pid), 0
-    while child.poll() is None:
-        try:
-            tree = [proc, *proc.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree))
-        except psutil.Error:
-            pass
-        time.sleep(0.2)
-    stdout, stderr = child.communicate()
+    # the child's output goes to files, not pipes: a pipe nobody reads until the end fills (DuckDB's progress
+    # lines on a long query) and blocks the child
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen([*command, *args], stdout=out, stderr=err, text=True, env={**os.environ, **(env or {})})
+        proc, peak = psutil.Process(child.pid), 0
+        while child.poll() is None:
+            try:
+                tree = [proc, *proc.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree))
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
     wall = time.perf_counter() - start
     if child.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{stderr[-4000:]}")
