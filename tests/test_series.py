@@ -12,7 +12,8 @@ import tomli_w
 from typer.testing import CliRunner
 
 from tests.tinylog import tiny_config_dict, write_tiny_log
-from twotower.cli import _seed_list, app
+from twotower.cli import app
+from twotower.commands.experiments import _seed_list
 from twotower.compare import compare_runs
 from twotower.compare.sources import compare_sources
 from twotower.compare.table import markdown
