@@ -29,9 +29,10 @@ import numpy as np
 import psutil
 
 from twotower.io import write_json
-from twotower.retrieval.index import ItemIndex, default_threads, hnsw_recall
+from twotower.retrieval.index import ItemIndex, hnsw_recall
 from twotower.retrieval.metrics import catalog_metrics, tail_item_sets
 from twotower.retrieval.sets import ItemSets
+from twotower.retrieval.threads import default_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 

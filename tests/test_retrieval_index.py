@@ -15,9 +15,9 @@ from twotower.retrieval.index import (
     exact_topk,
     file_sha256,
     hnsw_recall,
-    omp_threads,
 )
 from twotower.retrieval.sets import ItemSets
+from twotower.retrieval.threads import omp_threads
 
 
 def quantized(rng, shape, levels=4):

@@ -20,13 +20,10 @@ that were cut off, and is searched again with twice k' until that is not so or k
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +32,8 @@ import numpy as np
 
 from twotower.io import atomic_path, write_json
 from twotower.retrieval.sets import ItemSets
+from twotower.retrieval.threads import omp_threads
+from twotower.retrieval.vectors import as_matrix, check_item_ids, positions, stored_vectors, to_l2
 
 KINDS: tuple[str, ...] = ("exact", "hnsw")
 INDEX_FILE = "index.faiss"
@@ -45,39 +44,12 @@ FORMAT_VERSION = 1
 MARGIN = 16
 #: queries x k' results held at once per chunk (labels, scores and their sort: about 40 bytes each)
 RESULT_BUDGET = 1 << 22
-#: ``threads`` value that leaves FAISS's OpenMP setting alone: a server sets it once at start-up
-PROCESS_THREADS = "process"
 
 _ID_PAD = np.iinfo(np.int64).max
 
 
 class CheckpointMismatchError(ValueError):
     """The index was built from another checkpoint than the one it is being used with."""
-
-
-def default_threads() -> int:
-    """The CPUs this process may run on (FAISS's OpenMP threads)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def omp_threads(n: int | str | None) -> Iterator[None]:
-    """Run FAISS with ``n`` OpenMP threads (None: ``default_threads()``), then restore the previous count.
-
-    ``PROCESS_THREADS`` changes nothing: concurrent searches of a server must not set and restore a
-    process-wide value under each other's feet."""
-    if n == PROCESS_THREADS:
-        yield
-        return
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(int(n) if n else default_threads())
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(previous)
 
 
 def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
@@ -87,40 +59,6 @@ def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
         while block := f.read(chunk_bytes):
             digest.update(block)
     return digest.hexdigest()
-
-
-def as_matrix(values: Any, name: str, d: int | None = None) -> np.ndarray:
-    """``values`` as a C-contiguous finite float32 ``(rows, d)`` matrix; ``ValueError`` otherwise."""
-    x = np.ascontiguousarray(values, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be a two-dimensional (rows, d) array, got shape {x.shape}")
-    if d is not None and x.shape[1] != d:
-        raise ValueError(f"{name} have {x.shape[1]} columns, the index has d = {d}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} must be finite: {int((~np.isfinite(x)).sum())} NaN or infinite value(s)")
-    return x
-
-
-def _check_item_ids(item_ids: Any, n: int) -> np.ndarray:
-    ids = np.asarray(item_ids)
-    if ids.ndim != 1 or len(ids) != n or (n and ids.dtype.kind not in "iu"):
-        raise ValueError(
-            f"item_ids must be {n} integers (one per vector), got shape {ids.shape}, {ids.dtype}"
-        )
-    ids = ids.astype(np.int64, copy=False)
-    if n and ids.min() < 0:
-        raise ValueError("item_ids must be non-negative (-1 pads short result lists)")
-    srt = np.sort(ids)  # (np.unique is hash-based and slow on 1M int64 ids in numpy 2.4)
-    if (srt[1:] == srt[:-1]).any():
-        raise ValueError(f"item_ids must be unique: {int(srt[1:][srt[1:] == srt[:-1]][0])} repeats")
-    return ids
-
-
-def _positions(sorted_ids: np.ndarray, sorter: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index positions of ``ids`` and whether each is in the index at all."""
-    at = np.minimum(np.searchsorted(sorted_ids, ids), max(len(sorted_ids) - 1, 0))
-    found = sorted_ids[at] == ids if len(sorted_ids) else np.zeros(len(ids), dtype=bool)
-    return sorter[at], found
 
 
 class ItemIndex:
@@ -143,7 +81,7 @@ class ItemIndex:
                 f"the FAISS index holds {index.ntotal} vectors but there are {len(item_ids)} item ids"
             )
         self.index = index
-        self.item_ids = _check_item_ids(item_ids, index.ntotal)
+        self.item_ids = check_item_ids(item_ids, index.ntotal)
         self.kind = kind
         self.params = dict(params)
         self.threads = threads
@@ -153,7 +91,7 @@ class ItemIndex:
         self._sorted_ids = self.item_ids[self._sorter]
         if kind == "hnsw":  # indexes saved before the option was there are inner-product graphs
             self.params.setdefault("l2_reduction", 0)
-        self._stored = _stored_vectors(index) if self.l2_reduction else None  # (n, d + 1) view: exact scores
+        self._stored = stored_vectors(index) if self.l2_reduction else None  # (n, d + 1) view: exact scores
 
     @property
     def n(self) -> int:
@@ -190,7 +128,7 @@ class ItemIndex:
         """
         x = as_matrix(vectors, "item vectors")
         n, d = x.shape
-        ids = _check_item_ids(item_ids, n)
+        ids = check_item_ids(item_ids, n)
         if kind == "exact":
             index: faiss.Index = faiss.IndexFlatIP(d)
             params: dict[str, int] = {}
@@ -212,7 +150,7 @@ class ItemIndex:
         else:
             raise ValueError(f"index kind must be one of {list(KINDS)}, got {kind!r}")
         with omp_threads(threads):
-            index.add(_to_l2(x) if kind == "hnsw" and l2_reduction else x)
+            index.add(to_l2(x) if kind == "hnsw" and l2_reduction else x)
         return cls(index, ids, kind, params, threads)
 
     # ---------------------------------------------------------------------------------------- search
@@ -239,7 +177,7 @@ class ItemIndex:
             return out_ids, out_scores
         if exclude is None:
             exclude = ItemSets.empty(nq)
-        pos, found = _positions(self._sorted_ids, self._sorter, exclude.items)
+        pos, found = positions(self._sorted_ids, self._sorter, exclude.items)
         excl = ItemSets.from_pairs(exclude.rows()[found], pos[found], nq)  # index positions per query
         need = np.minimum(k + excl.counts() + MARGIN, self.n)
         order = np.argsort(need, kind="stable")
@@ -421,23 +359,6 @@ class ItemIndex:
         return cls(index, ids, meta["kind"], meta["params"], threads, built_for, meta)
 
 
-def _to_l2(x: np.ndarray) -> np.ndarray:
-    """Item vectors (n, d) -> (n, d + 1) with the extra coordinate sqrt(max ||x||^2 - ||x||^2): then
-    ||q' - x'||^2 = ||q||^2 + max ||x||^2 - 2 q.x for a query q' = (q, 0), smallest where q.x is largest."""
-    norms = np.einsum("nd,nd->n", x.astype(np.float64), x.astype(np.float64))
-    extra = np.sqrt(np.maximum(norms.max(initial=0.0) - norms, 0.0))
-    return np.ascontiguousarray(np.hstack([x, extra[:, None].astype(np.float32)]))
-
-
-def _stored_vectors(index: faiss.Index) -> np.ndarray:
-    """The (n, d + 1) float32 vectors an ``IndexHNSWFlat`` stores, as a view (no copy)."""
-    storage = faiss.downcast_index(index.storage)
-    n, d = int(storage.ntotal), int(storage.d)
-    if n == 0:
-        return np.zeros((0, d), np.float32)
-    return faiss.rev_swig_ptr(storage.get_xb(), n * d).reshape(n, d)
-
-
 # ------------------------------------------------------------------------------- reference and recall
 
 
@@ -452,7 +373,7 @@ def exact_topk(
     ids = np.asarray(item_ids, dtype=np.int64)
     scores = q @ x.T
     if exclude is not None:
-        pos, found = _positions(np.sort(ids), np.argsort(ids), exclude.items)
+        pos, found = positions(np.sort(ids), np.argsort(ids), exclude.items)
         scores[exclude.rows()[found], pos[found]] = -np.inf
     order = np.lexsort((np.broadcast_to(ids, scores.shape), -scores), axis=1)[:, :k]
     top_ids = ids[order]
@@ -476,8 +397,8 @@ def hnsw_recall(exact: ItemIndex, approx: ItemIndex, queries: Any, k: int = 100)
     n = np.int64(exact.n)
     rows = np.broadcast_to(np.arange(len(truth), dtype=np.int64)[:, None], truth.shape)
     t, f = truth >= 0, found >= 0
-    truth_keys = np.sort(rows[t] * n + _positions(exact._sorted_ids, exact._sorter, truth[t])[0])
-    found_keys = rows[f] * n + _positions(exact._sorted_ids, exact._sorter, found[f])[0]
+    truth_keys = np.sort(rows[t] * n + positions(exact._sorted_ids, exact._sorter, truth[t])[0])
+    found_keys = rows[f] * n + positions(exact._sorted_ids, exact._sorter, found[f])[0]
     at = np.minimum(np.searchsorted(truth_keys, found_keys), max(len(truth_keys) - 1, 0))
     hits = truth_keys[at] == found_keys if len(truth_keys) else np.zeros(len(found_keys), dtype=bool)
     n_hits = np.bincount(rows[f][hits], minlength=len(truth))

@@ -28,11 +28,12 @@ import torch
 from twotower.data.day_state import day_state
 from twotower.inference import embed_users
 from twotower.retrieval.catalog_index import catalog_index, day_rows
-from twotower.retrieval.index import PROCESS_THREADS, ItemIndex
+from twotower.retrieval.index import ItemIndex
 from twotower.retrieval.new_user import Plays, new_user_rows
 from twotower.retrieval.recommend import DEFAULT_K, item_details, json_value, prepared_hours
 from twotower.retrieval.run_model import RunExperiment
 from twotower.retrieval.sets import ItemSets
+from twotower.retrieval.threads import PROCESS_THREADS
 
 MAX_LISTED_UNKNOWN = 20
 
