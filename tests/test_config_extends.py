@@ -250,6 +250,10 @@ def test_every_config_in_the_repository_loads():
     assert configs["series/weights_sqrt_watch.toml"].sample_weight.cap == 8.0
     assert changed("series/weights_events.toml") == {"sample_weight.mode": "events"}
     assert changed("series/ratio_7_3.toml") == {"sampling.positive": 7, "sampling.negative": 3}
+    assert changed("series/retrieval.toml") == {
+        "model.normalize": True, "model.temperature": 0.2, "train.objective": "softmax",
+        "train.batch_size": 256, "train.epochs": 20, "train.patience": 4,
+    }
     assert changed("ablations/no_history.toml") == {"model.user_features": base_users}
     assert changed("ablations/no_content.toml") == {"model.item_features": ("item_base", "creator")}
     assert changed("ablations/no_history_no_content.toml") == {
