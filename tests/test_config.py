@@ -95,3 +95,10 @@ def test_static_user_features_adapt_to_a_missing_users_table():
     assert "user_static" in with_users.model.user_features
     with pytest.raises(ConfigError, match="'user_static', which needs a users table: set data.users_path"):
         parse_config({**base, "model": {"user_features": ["context", "user_static"]}})
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_random_seed_outside_what_numpy_accepts_is_an_error(seed):
+    with pytest.raises(ConfigError, match=r"key 'seed' in --set seed="):
+        load_config(SEED_CONFIG, overrides=[f"seed={seed}"])
+    assert load_config(SEED_CONFIG, overrides=[f"seed={2**32 - 1}"]).seed == 2**32 - 1

@@ -77,6 +77,23 @@ def test_non_finite_parquet_values_are_dropped_and_counted(tmp_path, clean):
     assert frames["eval"].set_index(["user_id", "item_id"]).loc[(5, 10)].user_mean_watch_s == 10.0
 
 
+@pytest.mark.parametrize("column", ["watch_seconds", "duration_seconds"])
+def test_nan_in_a_parquet_column_without_inf_is_dropped(tmp_path, clean, column):
+    """A NaN in an otherwise finite, varied Parquet column: its min/max statistics ignore NaN, and DuckDB
+    folded isnan() to false from them (the NaN row was kept and labelled positive)."""
+    frame = with_non_finite(events_frame()).iloc[: len(events_frame()) + 1]  # the tiny log + one NaN watch
+    if column == "duration_seconds":
+        frame = frame.assign(watch_seconds=frame.watch_seconds.fillna(10.0))
+        frame.loc[frame.index[-1], "duration_seconds"] = np.nan
+    path = write_parquet_exact(frame, tmp_path / "events.parquet")
+    stats = pq.ParquetFile(path).metadata.row_group(0).column(list(frame.columns).index(column)).statistics
+    assert np.isfinite([stats.min, stats.max]).all() and stats.min < stats.max  # the case DuckDB folded
+    frames, funnel = _prepare(tiny_config_dict(path, clean[2]), tmp_path / "out")
+    reason = "watch time NaN or ±inf" if column == "watch_seconds" else "duration NaN or ±inf"
+    assert _nonzero(funnel.drops) == {reason: 1, **TINY_DROPS}
+    _assert_same_results(frames, clean[0])
+
+
 def test_non_finite_csv_strings_are_dropped_and_counted(tmp_path, clean):
     frame = with_non_finite()
     cells = non_finite_text_cells(len(frame) - len(NON_FINITE), "watch_seconds", "duration_seconds")

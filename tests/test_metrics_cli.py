@@ -92,6 +92,16 @@ def test_clear_errors(tmp_path, change, message, fmt):
     assert result.exit_code == 2 and "error:" in result.output and message in result.output
 
 
+def test_json_into_an_unwritable_place_names_the_option(tmp_path):
+    scores = tmp_path / "scores.parquet"
+    FRAME.to_parquet(scores)
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(app, ["metrics", str(scores), "--json", str(tmp_path / "afile" / "m.json")])
+    assert result.exit_code == 2
+    assert f"error: cannot write --json {tmp_path / 'afile' / 'm.json'}: " in result.output
+    assert "choose a writable path" in result.output and ".tmp" not in result.output
+
+
 def test_missing_and_unsupported_files(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         read_scores(tmp_path / "nope.parquet")

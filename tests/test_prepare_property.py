@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from twotower.config import ConfigError, parse_config
@@ -162,6 +162,9 @@ SETTINGS = {"deadline": None, "derandomize": True, "database": None, "suppress_h
 )
 @settings(max_examples=6, **SETTINGS)
 @given(log=event_logs())
+# one NaN watch time in an otherwise finite column: DuckDB once folded isnan() to false from the Parquet
+# column statistics (which ignore NaN) and kept the row
+@example(log=BACKBONE + [(1, 1, START_MS + 1000, math.nan, 10.0, 0)])
 def test_hostile_rows_are_counted_and_never_written(log, fmt, stamp, mutation):
     """Prepare succeeds (or stops on a one-line error, e.g. an empty window); every bad row is counted."""
     _prepare(log, fmt, stamp, mutation)

@@ -105,11 +105,14 @@ def metrics(
         random = scores_metrics(frame.assign(score=random_scores(len(frame), seed=0)))
         typer.echo(results_table(experiment_rows(scores.stem, model=model, random=random), extra=True), nl=False)
         typer.echo(left_out_line(model))
-        if json_out is not None:
-            write_json(json_out, model.as_dict())
-            typer.echo(f"wrote {json_out}")
     except (ValueError, OSError) as exc:
         fail(str(exc))
+    if json_out is not None:
+        try:
+            write_json(json_out, model.as_dict())
+        except OSError as exc:  # the message would name the temporary file: name --json instead
+            fail(f"cannot write --json {json_out}: {exc.strerror or exc}; choose a writable path")
+        typer.echo(f"wrote {json_out}")
 
 
 def synth(

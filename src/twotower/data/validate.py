@@ -95,10 +95,13 @@ def float64(value: float) -> ir.FloatingScalar:
 def not_finite(column: ir.NumericValue) -> ir.BooleanValue:
     """NaN or ±inf (never NULL: a missing value is not "not finite").
 
-    Written out because Ibis compiles ``isinf`` to a constant FALSE on Spark.
+    Written out because Ibis compiles ``isinf`` to a constant FALSE on Spark. ``x - x != 0`` is the test
+    that counts: it is NaN for NaN and ±inf, 0 for every finite value, on every engine. ``isnan`` alone is
+    not enough on DuckDB (2.0), which folds ``isnan(x)`` to FALSE from a Parquet column's min/max
+    statistics, and those ignore NaN: a NaN in a column without ±inf was kept.
     """
     pos, neg = ibis.literal(math.inf, type="float64"), ibis.literal(-math.inf, type="float64")
-    return ibis.coalesce(column.isnan() | (column == pos) | (column == neg), False)
+    return ibis.coalesce(column.isnan() | (column == pos) | (column == neg) | ((column - column) != 0), False)
 
 
 def finite_or_null(column: ir.NumericValue) -> ir.NumericValue:
