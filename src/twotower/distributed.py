@@ -106,7 +106,15 @@ def on_main(dist: Distributed | None, fn: Callable[[], T]) -> T | None:
     return result
 
 
-def close(dist: Distributed | None) -> None:
-    """Leave the process group (at the end of a distributed command)."""
-    if dist is not None and torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
+def close(dist: Distributed | None, finished: bool = True) -> None:
+    """Leave the process group (at the end of a distributed command).
+
+    ``finished``: every rank got here without an error, so they wait for each other first: a rank that tore
+    down its gloo connections while rank 0 was still writing the run's files once aborted (SIGABRT,
+    "terminate called without an active exception"). After an error there is no waiting (the other ranks
+    may never arrive)."""
+    if dist is None or not torch_dist.is_initialized():
+        return
+    if finished:
+        torch_dist.barrier()
+    torch_dist.destroy_process_group()

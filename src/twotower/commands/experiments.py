@@ -91,8 +91,10 @@ def train(
         dist = distributed.from_env(cfg.train.device)
         try:
             run_dir = train_run(cfg, prepared, out or Path("runs"), items, experiment, dist=dist)
-        finally:
-            distributed.close(dist)
+        except BaseException:
+            distributed.close(dist, finished=False)
+            raise
+        distributed.close(dist)
     except (ConfigError, DataError, RunError, ValueError) as exc:
         fail(str(exc))
     if dist is None or dist.is_main:
