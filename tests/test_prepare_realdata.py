@@ -65,7 +65,8 @@ def _history_by_key(history: pd.DataFrame) -> dict:
 
 
 def test_reference_evaluation_set_with_kuairands_own_day(tmp_path):
-    """docs/metrics.md's reference figures use KuaiRand's `date` column (rounded to the hour)."""
+    """The evaluation set's reference figures (1,716 users, 6,326 rows for experiment 1) use KuaiRand's `date`
+    column (rounded to the hour)."""
     out = _prepare(KUAIRAND, tmp_path / "out", kuairand_day="date_column")
     ev = out["eval"]
     assert (ev.user_id.nunique(), len(ev), int((ev.groupby("user_id").size() > 5).sum())) == (1716, 6326, 262)

@@ -21,17 +21,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 COMMANDS = (
     data.prepare,
     data.embed,
+    data.metrics,
     experiments.run,
     experiments.train,
     experiments.evaluate,
     experiments.compare,
     experiments.series,
     experiments.track,
+    data.synth,
     retrieval.index,
     retrieval.recommend,
     retrieval.serve,
-    data.metrics,
-    data.synth,
 )
 for command in COMMANDS:
     app.command()(command)

@@ -1,7 +1,7 @@
 """Typed, strict experiment config loaded from TOML.
 
-Every section is a pydantic model with ``extra="forbid"``: an unknown or misspelt key is an error that
-names the key and the file, never a silent default. Relative paths in the file are resolved against the
+Every section (``twotower.config_sections``) is a pydantic model with ``extra="forbid"``: an unknown or
+misspelt key is an error that names the key and the file, never a silent default. Relative paths in the file are resolved against the
 directory of the config file, so ``twotower run configs/x.toml`` works from any working directory.
 Reading files (``extends`` chains, merging, ``--set``) and writing TOML live in ``twotower.config_files``.
 """
