@@ -83,6 +83,21 @@ def run_case(spec: dict) -> dict:
     return {"wall_s": round(wall, 1), "peak_rss_gib": round(peak / 2**30, 2), **out}
 
 
+def both_engines(results: dict, name: str, spec: dict, out: Path, parity_key: str | None = None) -> None:
+    """``spec`` prepared on DuckDB and on Spark (``results["cases"][f"{name}_{engine}"]``), then the two
+    prepared directories compared (``results[parity_key]``, default ``f"{name}_parity"``)."""
+    from twotower.data.parity import compare_prepared
+
+    for engine in ("duckdb", "spark"):
+        load = _load()
+        case = {"load_before": load, **run_case({**spec, "engine": engine, "out": f"{out}_{engine}"})}
+        results["cases"][f"{name}_{engine}"] = case
+        print(f"{name} {engine}: {case['wall_s']} s", flush=True)
+    parity = compare_prepared(Path(f"{out}_duckdb"), Path(f"{out}_spark"))
+    results[parity_key or f"{name}_parity"] = {"same": parity.same, "rows": parity.rows, "differences": parity.differences}
+    print(f"{name} parity: {'same' if parity.same else parity.differences}", flush=True)
+
+
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -105,16 +120,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if not args.skip_kuairand and KUAIRAND.exists():
-            for engine in ("duckdb", "spark"):
-                spec = {"kind": "kuairand", "engine": engine, "spark_conf": spark_conf, "config": str(CONFIG), "data": str(KUAIRAND), "out": str(tmp / f"kr_{engine}")}
-                load = _load()
-                results["cases"][f"kuairand_{engine}"] = {"load_before": load, **run_case(spec)}
-                print(f"kuairand {engine}: {results['cases'][f'kuairand_{engine}']['wall_s']} s", flush=True)
-            from twotower.data.parity import compare_prepared
-
-            parity = compare_prepared(tmp / "kr_duckdb", tmp / "kr_spark")
-            results["kuairand_parity"] = {"same": parity.same, "rows": parity.rows, "differences": parity.differences}
-            print(f"kuairand parity: {'same' if parity.same else parity.differences}", flush=True)
+            spec = {"kind": "kuairand", "spark_conf": spark_conf, "config": str(CONFIG), "data": str(KUAIRAND)}
+            both_engines(results, "kuairand", spec, tmp / "kr")
         if not args.skip_synthetic:
             sys.path.insert(0, str(HERE))
             from synthetic import generate
@@ -122,16 +129,8 @@ def main() -> None:
             start = time.perf_counter()
             events, items = generate(tmp / "synthetic", args.events)
             results["synthetic_generation_s"] = round(time.perf_counter() - start, 1)
-            for engine in ("duckdb", "spark"):
-                spec = {"kind": "synthetic", "engine": engine, "spark_conf": spark_conf, "events": str(events), "items": str(items), "out": str(tmp / f"syn_{engine}")}
-                load = _load()
-                results["cases"][f"synthetic_{args.events}_{engine}"] = {"load_before": load, **run_case(spec)}
-                print(f"synthetic {args.events:,} {engine}: {results['cases'][f'synthetic_{args.events}_{engine}']['wall_s']} s", flush=True)
-            from twotower.data.parity import compare_prepared
-
-            parity = compare_prepared(tmp / "syn_duckdb", tmp / "syn_spark")
-            results["synthetic_parity"] = {"same": parity.same, "rows": parity.rows, "differences": parity.differences}
-            print(f"synthetic parity: {'same' if parity.same else parity.differences}", flush=True)
+            spec = {"kind": "synthetic", "spark_conf": spark_conf, "events": str(events), "items": str(items)}
+            both_engines(results, f"synthetic_{args.events}", spec, tmp / "syn", parity_key="synthetic_parity")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     summary = {k: {m: v[m] for m in ("wall_s", "peak_rss_gib", "load_before")} for k, v in results["cases"].items()}
