@@ -22,6 +22,9 @@ def test_codes_by_hand():
     assert vocab.values_ == {"cat_int": ["3", "7"], "cat_float": ["1.0", "2.5"], "cat_text": ["a", "b"]}
     rows = pd.DataFrame({"cat_int": [7, -124, 3], "cat_float": [2.5, np.nan, 9.0], "cat_text": ["b", "a ", "zz"]})
     np.testing.assert_array_equal(vocab.transform(rows), [[2, 2, 2], [0, 0, 1], [1, 0, 0]])
+    # fitted again (on rows where 7 is the only known int), the few-rows lookup follows the new vocabulary
+    vocab.fit(TRAIN.assign(cat_int=[7, 7, 7, 7, 7, 7]))
+    np.testing.assert_array_equal(vocab.transform(rows)[:, 0], [1, 0, 0])
 
 
 def test_few_rows_and_many_rows_give_the_same_codes():

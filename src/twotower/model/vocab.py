@@ -106,6 +106,7 @@ class CategoryVocab:
         """``frame`` (n, ...) holds the columns; ``weight`` (n,): how many rows each of its rows stands for
         (default one; the streamed fit passes each user's row count)."""
         self.values_ = {}
+        self._codes = None  # the few-rows lookup, derived from values_ when first needed
         for c in self.columns:
             values = self._as_str(frame[c])
             if weight is None:
