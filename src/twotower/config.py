@@ -112,6 +112,10 @@ class Config(Strict):
                 return experiment
         raise ConfigError(f"config {self.name!r} has no experiment {experiment_id}; it has {[e.id for e in self.experiments]}")
 
+    def selected(self, experiment_ids: Sequence[int] | None = None) -> list[ExperimentConfig]:
+        """The experiments with these ids (each must exist), or every experiment when none are given."""
+        return [self.experiment(i) for i in experiment_ids] if experiment_ids else list(self.experiments)
+
 
 def _depth(raw: object, loc: tuple) -> int:
     """How many leading parts of ``loc`` (keys and list indices) exist in ``raw``."""

@@ -269,10 +269,6 @@ def resume(run_dir: Path, progress: bool = True, reuse: bool = True) -> Path:
 # ---- stage commands: `twotower train` and `twotower evaluate` -----------------------------------------
 
 
-def _selected(cfg: Config, experiment_ids: list[int] | None) -> list[ExperimentConfig]:
-    return [cfg.experiment(i) for i in experiment_ids] if experiment_ids else list(cfg.experiments)
-
-
 def train_run(
     cfg: Config,
     prepared_root: Path,
@@ -292,7 +288,7 @@ def train_run(
     run_dir = dist.share(run_dir) if dist is not None else run_dir
     if main:
         write_resolved_config(cfg, run_dir / CONFIG_FILE)
-    for exp in _selected(cfg, experiment_ids):
+    for exp in cfg.selected(experiment_ids):
         directory = experiment_dir(run_dir, exp)
         source = Path(prepared_root) / f"experiment_{exp.id}"
         data = read_for_training(source) if cfg.train.shuffle_buffer > 0 else PreparedTables.read(source)

@@ -34,7 +34,7 @@ def prepare(
 
     try:
         cfg = load_config(config, data_path=data, overrides=set_ or ())
-        experiments = [cfg.experiment(experiment)] if experiment is not None else list(cfg.experiments)
+        experiments = cfg.selected(None if experiment is None else [experiment])
         root = out or str(Path("prepared") / cfg.name)
         for exp in experiments:
             name = f"experiment_{exp.id}"
@@ -64,7 +64,7 @@ def embed(
 
     try:
         cfg = load_config(config, overrides=set_ or ())
-        experiments = [cfg.experiment(experiment)] if experiment is not None else list(cfg.experiments)
+        experiments = cfg.selected(None if experiment is None else [experiment])
         for exp in experiments:
             source = (prepared or Path("prepared") / cfg.name) / f"experiment_{exp.id}"
             target = source
